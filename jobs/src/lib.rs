@@ -1,0 +1,22 @@
+//! socialsync's core library: everything that decides *what* happens, with no HTTP server and
+//! no queue runtime, so it can be tested by calling functions.
+//!
+//! - [`domain`]: the shared nouns (platforms, account ids, statuses).
+//! - [`config`]: typed, validated configuration, built once by the binary.
+//! - [`secret`]: the `[redacted]` wrapper for every secret value.
+//! - [`vault`]: AES-SIV sealing of tokens and codes, with key ids for rotation.
+//! - [`store`]: all SQL for the domain tables, on PostgreSQL or SQLite.
+//! - [`time`]: instants as stored, and the injectable clock.
+
+pub mod config;
+pub mod domain;
+pub mod secret;
+pub mod store;
+pub mod time;
+pub mod vault;
+
+pub use domain::{AccountId, AccountStatus, Platform};
+pub use secret::Secret;
+pub use store::{Store, StoreError};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use vault::{Aad, Sealed, Vault, VaultKey};

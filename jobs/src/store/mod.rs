@@ -1,0 +1,191 @@
+//! All SQL for socialsync's domain tables, behind one API for PostgreSQL and SQLite.
+//!
+//! One SQL text serves both backends wherever the dialects agree (they agree on `$N`
+//! parameters, `ON CONFLICT … DO UPDATE`, `RETURNING`, and on integers for instants). The
+//! [`on_pool!`] macro runs the same query expression against whichever pool is configured;
+//! where the dialects differ, [`Pool::pick`] chooses the text.
+//!
+//! SQLite write transactions start with `BEGIN IMMEDIATE` ([`write_tx!`]) so that two
+//! connections never both read and then fail to upgrade to a write lock.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::config::DatabaseConfig;
+
+/// Runs `$body` with `$p` bound to the concrete pool.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match $store.pool() {
+            $crate::store::Pool::Postgres($p) => $body,
+            $crate::store::Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$tx` bound to a fresh write transaction; `$body` commits it.
+macro_rules! write_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match $store.pool() {
+            $crate::store::Pool::Postgres(p) => {
+                #[allow(unused_mut)]
+                let mut $tx = p.begin().await?;
+                $body
+            }
+            $crate::store::Pool::Sqlite(p) => {
+                #[allow(unused_mut)]
+                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+        }
+    };
+}
+
+#[macro_use]
+mod outbox;
+mod accounts;
+mod cron;
+mod job_runs;
+mod oauth;
+mod pacing;
+mod rate_limits;
+mod rotation;
+mod sync_data;
+
+pub use accounts::{Account, NewAccount, RefreshedTokens};
+pub use job_runs::{JobOutcome, JobRunStart};
+pub use oauth::{NewOAuthState, OAuthState};
+pub use outbox::{NewNotification, Notification};
+pub use rotation::RotationProgress;
+pub use sync_data::{Post, Snapshot};
+
+/// The connection pool of the configured backend.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Pool {
+    /// The SQL text for this backend, where the dialects differ.
+    pub fn pick(&self, postgres: &'static str, sqlite: &'static str) -> &'static str {
+        match self {
+            Pool::Postgres(_) => postgres,
+            Pool::Sqlite(_) => sqlite,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the database itself is unavailable (as opposed to a bad query or bad data).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Db(e) => matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+            ),
+            StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// socialsync's domain storage. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…` (creating the SQLite file and its folder).
+    ///
+    /// SQLite runs in WAL mode with `synchronous = NORMAL`: a committed transaction survives a
+    /// process crash, and power loss can drop at most the last transactions, never corrupt.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Store> {
+        let url = cfg.url.expose();
+        let connect_err = |source| StoreError::Connect { url: cfg.redacted_url(), source };
+        let pool = if cfg.is_postgres() {
+            let pool = PgPoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(cfg.acquire_timeout)
+                .connect(url)
+                .await
+                .map_err(connect_err)?;
+            Pool::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(cfg.acquire_timeout)
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Pool::Sqlite(pool)
+        } else {
+            return Err(connect_err(sqlx::Error::Configuration(
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
+            )));
+        };
+        Ok(Store { pool })
+    }
+
+    pub fn from_pool(pool: Pool) -> Store {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.pool.pick("postgres", "sqlite")
+    }
+
+    /// The newest applied domain migration, or `None` before the first one.
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        let sql = "SELECT MAX(version) FROM socialsync_migrations WHERE success";
+        let probe: Result<(Option<i64>,), sqlx::Error> =
+            on_pool!(self, p => sqlx::query_as(sql).fetch_one(p).await);
+        match probe {
+            Ok((v,)) => Ok(v),
+            // The table does not exist yet: nothing applied.
+            Err(sqlx::Error::Database(e)) if is_undefined_table(e.as_ref()) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+fn is_undefined_table(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code().as_deref() == Some("42P01") || e.message().contains("no such table")
+}
