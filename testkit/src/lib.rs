@@ -19,6 +19,8 @@ use jobs::{
 };
 use sqlx::{Connection, PgConnection};
 
+pub mod scan;
+
 pub use tempfile;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
