@@ -1,0 +1,43 @@
+//! The HTTP API. Thin: it checks, enqueues and reads; the work happens in `worker`.
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests start it on port 0.
+
+mod health;
+
+use std::{future::Future, io, time::Duration};
+
+use jobs::Store;
+use poem::{EndpointExt, Route, Server, get, listener::TcpAcceptor, middleware::Tracing};
+
+/// What the API's handlers share.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub store: Store,
+    /// The schema version this build expects; `/readyz` fails until the database has it.
+    pub expected_schema_version: i64,
+}
+
+/// How long in-flight requests get to finish after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// All routes.
+pub fn app(state: ApiState) -> impl poem::Endpoint {
+    Route::new()
+        .at("/healthz", get(health::healthz))
+        .at("/readyz", get(health::readyz))
+        .data(state)
+        .with(Tracing)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (up to
+/// [`SHUTDOWN_GRACE`]).
+pub async fn serve(
+    state: ApiState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(SHUTDOWN_GRACE))
+        .await
+}

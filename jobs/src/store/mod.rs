@@ -11,8 +11,8 @@
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    PgPool, SqlitePool,
-    postgres::PgPoolOptions,
+    Connection, PgConnection, PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -83,7 +83,7 @@ impl Pool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {url}: {source}")]
+    #[error("cannot open database {url}")]
     Connect { url: String, source: sqlx::Error },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -122,10 +122,18 @@ impl Store {
         let url = cfg.url.expose();
         let connect_err = |source| StoreError::Connect { url: cfg.redacted_url(), source };
         let pool = if cfg.is_postgres() {
+            // One direct connection first: a pool would only report "timed out", while this
+            // says why (refused, unknown host, authentication, no such database).
+            let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let probe = tokio::time::timeout(cfg.acquire_timeout, PgConnection::connect_with(&opts))
+                .await
+                .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
+                .map_err(connect_err)?;
+            let _ = probe.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(cfg.acquire_timeout)
-                .connect(url)
+                .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
             Pool::Postgres(pool)

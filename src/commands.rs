@@ -1,0 +1,148 @@
+//! What each subcommand does: wiring only, the work lives in the crates.
+
+use std::future::Future;
+
+use anyhow::{Context, Result};
+use jobs::{Store, config::Config, store::Pool};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{KeyPolicy, Settings};
+
+#[derive(clap::Args, Default)]
+pub struct StartArgs {
+    /// Don't apply pending migrations at start (overrides MIGRATE_ON_START).
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
+    let config = settings.build(KeyPolicy::GenerateForDevelopment)?;
+    let store = open(&config, &args).await?;
+    let listener = bind(&config).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown_token();
+    tracing::info!(database = %config.database.redacted_url(), "socialsync is up");
+    println!("socialsync is up on http://{addr}  (health: http://{addr}/readyz)  — Ctrl-C stops it");
+    let api = api::serve(api_state(&store), listener, shutdown.clone().cancelled_owned());
+    let workers = worker::run_workers(
+        worker::WorkerSetup { store: store.clone(), name: worker::process_name() },
+        shutdown.clone(),
+    );
+    let (api, workers) = tokio::join!(api, workers);
+    store.close().await;
+    api.context("API server")?;
+    workers.context("workers")?;
+    Ok(())
+}
+
+pub async fn api(settings: &Settings, args: StartArgs) -> Result<()> {
+    let config = settings.build(KeyPolicy::Require)?;
+    let store = open(&config, &args).await?;
+    let listener = bind(&config).await?;
+    tracing::info!(addr = %listener.local_addr()?, database = %config.database.redacted_url(), "API listening");
+    api::serve(api_state(&store), listener, shutdown_token().cancelled_owned()).await?;
+    store.close().await;
+    Ok(())
+}
+
+pub async fn worker(settings: &Settings, args: StartArgs) -> Result<()> {
+    let config = settings.build(KeyPolicy::Require)?;
+    let store = open(&config, &args).await?;
+    let setup = worker::WorkerSetup { store: store.clone(), name: worker::process_name() };
+    worker::run_workers(setup, shutdown_token()).await?;
+    store.close().await;
+    Ok(())
+}
+
+pub async fn migrate(settings: &Settings) -> Result<()> {
+    let store = Store::connect(&settings.database()?).await?;
+    apply_migrations(&store).await?;
+    store.close().await;
+    Ok(())
+}
+
+pub fn keys_generate() {
+    let token = || -> String {
+        jobs::vault::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    println!("ENCRYPTION_KEY={}", jobs::VaultKey::generate().expose());
+    println!("CRON_JOB_SECRET={}", token());
+    println!("JWT_SECRET={}", token());
+    println!("NOTIFY_WEBHOOK_SECRET={}", token());
+}
+
+pub async fn keys_rotate(settings: &Settings, batch: u32) -> Result<()> {
+    let vault = settings.vault(KeyPolicy::Require)?;
+    let store = Store::connect(&settings.database()?).await?;
+    tracing::info!(key_id = vault.current_key_id(), "re-encrypting stored secrets under the current key");
+    let done = store
+        .rotate_secrets(&vault, batch.max(1), |p| {
+            tracing::info!(reencrypted = p.reencrypted, unreadable = p.unreadable, "rotation progress")
+        })
+        .await?;
+    tracing::info!(reencrypted = done.reencrypted, unreadable = done.unreadable, "rotation finished");
+    store.close().await;
+    if done.unreadable > 0 {
+        anyhow::bail!("{} stored secrets could not be opened with any configured key; see the log", done.unreadable);
+    }
+    Ok(())
+}
+
+/// Connects, and migrates unless told not to.
+async fn open(config: &Config, args: &StartArgs) -> Result<Store> {
+    let store = Store::connect(&config.database).await?;
+    if config.migrate_on_start && !args.no_migrate {
+        apply_migrations(&store).await?;
+    }
+    Ok(store)
+}
+
+async fn apply_migrations(store: &Store) -> Result<()> {
+    match store.pool() {
+        Pool::Postgres(p) => migrations::run_postgres(p).await,
+        Pool::Sqlite(p) => migrations::run_sqlite(p).await,
+    }
+    .context("applying migrations")?;
+    let version = store.schema_version().await?.unwrap_or(0);
+    tracing::info!(database = store.backend_name(), schema_version = version, "migrations applied");
+    Ok(())
+}
+
+async fn bind(config: &Config) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.http.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (BIND_ADDR)", config.http.bind))
+}
+
+fn api_state(store: &Store) -> api::ApiState {
+    api::ApiState { store: store.clone(), expected_schema_version: migrations::latest_version() }
+}
+
+/// Cancelled on Ctrl-C or SIGTERM. A second signal exits at once.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutdown requested; finishing in-flight work (a second Ctrl-C exits now)");
+        t.cancel();
+        signal().await;
+        std::process::exit(130);
+    });
+    token
+}
+
+fn signal() -> impl Future<Output = ()> {
+    async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    }
+}
+

@@ -1,0 +1,239 @@
+//! Configuration as an operator writes it: documented defaults, under an optional TOML file,
+//! under environment variables (the names the platform already uses). [`Settings::load`]
+//! reads them once; [`Settings::build`] validates them into `jobs::config::Config`, failing
+//! with one line that names the setting and says what is expected.
+
+use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use figment::{Figment, providers::{Format, Serialized, Toml}};
+use jobs::{
+    Secret, Vault, VaultKey,
+    config::{Config, DatabaseConfig, HttpConfig, NotifyConfig, PlatformCredentials},
+};
+use serde::{Deserialize, Serialize};
+
+/// Every setting, flat; each field is also an environment variable (upper-cased name).
+/// README.md's configuration table documents them: keep the two in step.
+/// Deliberately not `Debug`: it holds secrets as plain strings until [`Settings::build`].
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database_url: Option<String>,
+    pub database_max_connections: u32,
+    pub database_timeout_secs: u64,
+    pub bind_addr: String,
+    pub data_dir: PathBuf,
+    pub encryption_key: Option<String>,
+    pub encryption_keys_previous: Option<String>,
+    pub cron_job_secret: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub notify_webhook_url: Option<String>,
+    pub notify_webhook_secret: Option<String>,
+    pub instagram_client_id: Option<String>,
+    pub instagram_client_secret: Option<String>,
+    pub instagram_redirect_uri: Option<String>,
+    pub tiktok_client_key: Option<String>,
+    pub tiktok_client_secret: Option<String>,
+    pub tiktok_redirect_uri: Option<String>,
+    pub migrate_on_start: bool,
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            database_max_connections: 10,
+            database_timeout_secs: 5,
+            bind_addr: "127.0.0.1:8080".into(),
+            data_dir: "data".into(),
+            encryption_key: None,
+            encryption_keys_previous: None,
+            cron_job_secret: None,
+            jwt_secret: None,
+            notify_webhook_url: None,
+            notify_webhook_secret: None,
+            instagram_client_id: None,
+            instagram_client_secret: None,
+            instagram_redirect_uri: None,
+            tiktok_client_key: None,
+            tiktok_client_secret: None,
+            tiktok_redirect_uri: None,
+            migrate_on_start: true,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// The environment variables read, one per [`Settings`] field.
+pub const ENV_VARS: &[&str] = &[
+    "DATABASE_URL", "DATABASE_MAX_CONNECTIONS", "DATABASE_TIMEOUT_SECS", "BIND_ADDR", "DATA_DIR",
+    "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "CRON_JOB_SECRET", "JWT_SECRET",
+    "NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_SECRET", "INSTAGRAM_CLIENT_ID", "INSTAGRAM_CLIENT_SECRET",
+    "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
+    "MIGRATE_ON_START", "LOG_FORMAT",
+];
+
+/// How strictly secrets are required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPolicy {
+    /// `up`: a missing `ENCRYPTION_KEY` is generated into the data folder (development).
+    GenerateForDevelopment,
+    /// `api`, `worker`, `keys rotate`: a missing key stops start-up.
+    Require,
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // Environment values are taken as plain strings (figment's Env provider would read
+        // `JWT_SECRET=12345` as a number); `extract_lossy` turns "10" into 10 where needed.
+        let env: std::collections::BTreeMap<String, String> = ENV_VARS
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_lowercase(), v)))
+            .collect();
+        fig = fig.merge(Serialized::defaults(env));
+        fig.extract_lossy().map_err(|e| anyhow::anyhow!(setting_error(&e)))
+    }
+
+    /// The database URL: `DATABASE_URL`, or the SQLite file in the data folder.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("socialsync.db").display()))
+    }
+
+    pub fn database(&self) -> Result<DatabaseConfig> {
+        let url = self.database_url();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+            bail!("DATABASE_URL is malformed: expected postgres://… or sqlite://…");
+        }
+        Ok(DatabaseConfig {
+            url: Secret::new(url),
+            max_connections: self.database_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.database_timeout_secs.max(1)),
+        })
+    }
+
+    /// The vault, from `ENCRYPTION_KEY` and `ENCRYPTION_KEYS_PREVIOUS`.
+    pub fn vault(&self, policy: KeyPolicy) -> Result<Vault> {
+        let current = match (&self.encryption_key, policy) {
+            (Some(k), _) => parse_key("ENCRYPTION_KEY", k)?,
+            (None, KeyPolicy::GenerateForDevelopment) => self.development_key()?,
+            (None, KeyPolicy::Require) => bail!(
+                "ENCRYPTION_KEY is not set: it seals tokens at rest; generate one with `socialsync keys generate`"
+            ),
+        };
+        let previous = self
+            .encryption_keys_previous
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| parse_key("ENCRYPTION_KEYS_PREVIOUS", k))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Vault::new(current, previous))
+    }
+
+    /// The development key in the data folder, created on first use.
+    fn development_key(&self) -> Result<VaultKey> {
+        let path = self.data_dir.join("dev-encryption.key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return VaultKey::parse(&text).map_err(|e| anyhow::anyhow!("{} is malformed: {e}", path.display()));
+        }
+        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+        let key = VaultKey::generate();
+        write_private(&path, key.expose())?;
+        tracing::warn!(
+            path = %path.display(),
+            "ENCRYPTION_KEY is not set: generated a development key (set ENCRYPTION_KEY in production)"
+        );
+        VaultKey::parse(key.expose()).map_err(|e| anyhow::anyhow!("generated key: {e}"))
+    }
+
+    /// The validated configuration for a process.
+    pub fn build(&self, policy: KeyPolicy) -> Result<Config> {
+        let bind: SocketAddr = self.bind_addr.parse().map_err(|_| {
+            anyhow::anyhow!("BIND_ADDR is malformed: expected host:port such as 127.0.0.1:8080, got {:?}", self.bind_addr)
+        })?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("LOG_FORMAT is malformed: expected text or json, got {:?}", self.log_format);
+        }
+        Ok(Config {
+            database: self.database()?,
+            http: HttpConfig { bind },
+            vault: self.vault(policy)?,
+            cron_secret: self.cron_job_secret.clone().map(Secret::new),
+            jwt_secret: self.jwt_secret.clone().map(Secret::new),
+            notify: NotifyConfig {
+                webhook_url: self.notify_webhook_url.clone(),
+                webhook_secret: self.notify_webhook_secret.clone().map(Secret::new),
+            },
+            instagram: credentials(
+                "INSTAGRAM",
+                [&self.instagram_client_id, &self.instagram_client_secret, &self.instagram_redirect_uri],
+                ["CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URI"],
+            )?,
+            tiktok: credentials(
+                "TIKTOK",
+                [&self.tiktok_client_key, &self.tiktok_client_secret, &self.tiktok_redirect_uri],
+                ["CLIENT_KEY", "CLIENT_SECRET", "REDIRECT_URI"],
+            )?,
+            migrate_on_start: self.migrate_on_start,
+        })
+    }
+}
+
+fn parse_key(name: &str, text: &str) -> Result<VaultKey> {
+    VaultKey::parse(text)
+        .map_err(|e| anyhow::anyhow!("{name} is malformed: {e}; generate one with `socialsync keys generate`"))
+}
+
+/// All three of a platform's credentials, or none of them.
+fn credentials(platform: &str, values: [&Option<String>; 3], names: [&str; 3]) -> Result<Option<PlatformCredentials>> {
+    match values {
+        [Some(id), Some(secret), Some(redirect)] => Ok(Some(PlatformCredentials {
+            client_id: id.clone(),
+            client_secret: Secret::new(secret.clone()),
+            redirect_uri: redirect.clone(),
+        })),
+        [None, None, None] => Ok(None),
+        _ => {
+            let missing: Vec<_> = values
+                .iter()
+                .zip(names)
+                .filter(|(v, _)| v.is_none())
+                .map(|(_, n)| format!("{platform}_{n}"))
+                .collect();
+            bail!("{} not set: {platform} needs all three credentials, or none to use the sandbox", missing.join(", "))
+        }
+    }
+}
+
+/// One line naming the offending setting, from figment's error.
+fn setting_error(e: &figment::Error) -> String {
+    if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+        return format!("unknown setting `{field}` in the configuration file (see README.md, Configuration)");
+    }
+    let name = e.path.join(".").to_uppercase();
+    if name.is_empty() { format!("configuration error: {e}") } else { format!("{name} is malformed: {}", e.kind) }
+}
+
+/// Writes a file only the owner can read.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
