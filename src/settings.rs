@@ -167,26 +167,31 @@ impl Settings {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("LOG_FORMAT is malformed: expected text or json, got {:?}", self.log_format);
         }
+        let database = self.database()?;
+        let instagram = credentials(
+            "INSTAGRAM",
+            [&self.instagram_client_id, &self.instagram_client_secret, &self.instagram_redirect_uri],
+            ["CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URI"],
+        )?;
+        let tiktok = credentials(
+            "TIKTOK",
+            [&self.tiktok_client_key, &self.tiktok_client_secret, &self.tiktok_redirect_uri],
+            ["CLIENT_KEY", "CLIENT_SECRET", "REDIRECT_URI"],
+        )?;
+        // Last: in development this writes a key file, which a bad setting above should prevent.
+        let vault = self.vault(policy)?;
         Ok(Config {
-            database: self.database()?,
+            database,
             http: HttpConfig { bind },
-            vault: self.vault(policy)?,
+            vault,
             cron_secret: self.cron_job_secret.clone().map(Secret::new),
             jwt_secret: self.jwt_secret.clone().map(Secret::new),
             notify: NotifyConfig {
                 webhook_url: self.notify_webhook_url.clone(),
                 webhook_secret: self.notify_webhook_secret.clone().map(Secret::new),
             },
-            instagram: credentials(
-                "INSTAGRAM",
-                [&self.instagram_client_id, &self.instagram_client_secret, &self.instagram_redirect_uri],
-                ["CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URI"],
-            )?,
-            tiktok: credentials(
-                "TIKTOK",
-                [&self.tiktok_client_key, &self.tiktok_client_secret, &self.tiktok_redirect_uri],
-                ["CLIENT_KEY", "CLIENT_SECRET", "REDIRECT_URI"],
-            )?,
+            instagram,
+            tiktok,
             migrate_on_start: self.migrate_on_start,
         })
     }

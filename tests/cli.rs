@@ -1,0 +1,202 @@
+//! The binary as an operator meets it: real processes, real signals, real databases.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Proc, get_json, run};
+use testkit::{Backend, TestDb};
+
+/// Fresh secrets from `socialsync keys generate`, as (name, value) pairs.
+fn generated_keys(dir: &std::path::Path) -> Vec<(String, String)> {
+    let (status, out, _) = run(dir, &["keys", "generate"], &[]);
+    assert!(status.success());
+    out.lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("NAME=value lines");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+fn env_of(keys: &[(String, String)]) -> Vec<(&str, &str)> {
+    keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn assert_no_secret(output: &str, keys: &[(String, String)]) {
+    for (name, value) in keys {
+        assert!(!output.contains(value.as_str()), "{name}'s value appears in the output:\n{output}");
+    }
+}
+
+#[test]
+fn keys_generate_prints_env_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let names: Vec<_> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["ENCRYPTION_KEY", "CRON_JOB_SECRET", "JWT_SECRET", "NOTIFY_WEBHOOK_SECRET"]);
+    assert!(jobs::VaultKey::parse(&keys[0].1).is_ok());
+    assert_ne!(generated_keys(dir.path())[0].1, keys[0].1, "fresh every time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_a_fresh_folder_uses_sqlite_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(dir.path(), &[], &[]);
+    let url = up.wait_for_url();
+    let (status, body) = get_json(&format!("{url}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["database"], "sqlite");
+    assert_eq!(body["schema_version"], migrations::latest_version());
+    assert!(dir.path().join("data/socialsync.db").is_file());
+    assert!(up.output().contains("generated a development key"), "says so in the log");
+    let key = std::fs::read_to_string(dir.path().join("data/dev-encryption.key")).unwrap();
+    assert_eq!(get_json(&format!("{url}/healthz")).await.0, 200);
+
+    up.signal("INT");
+    let (exit, took) = up.wait_exit(Duration::from_secs(30));
+    assert!(exit.success(), "{exit}");
+    println!("up stopped {took:?} after Ctrl-C");
+    assert!(!up.output().contains(key.trim()), "the key never reaches the log");
+
+    // A second start reuses the development key and the database.
+    let mut again = Proc::spawn(dir.path(), &["up"], &[]);
+    let url = again.wait_for_url();
+    assert_eq!(get_json(&format!("{url}/readyz")).await.0, 200);
+    assert!(!again.output().contains("generated a development key"));
+    assert_eq!(std::fs::read_to_string(dir.path().join("data/dev-encryption.key")).unwrap(), key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_on_postgres_migrate_twice_then_api_and_worker() {
+    let db = TestDb::empty(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let mut env = env_of(&keys);
+    env.push(("DATABASE_URL", &db.url));
+
+    for _ in 0..2 {
+        let (status, out, err) = run(dir.path(), &["migrate"], &env);
+        assert!(status.success(), "{out}{err}");
+        assert!(err.contains("migrations applied"), "{err}");
+    }
+    assert_eq!(db.store.schema_version().await.unwrap(), Some(migrations::latest_version()));
+
+    let mut api = Proc::spawn(dir.path(), &["api"], &env);
+    let url = api.wait_for_url();
+    let (status, body) = get_json(&format!("{url}/readyz")).await;
+    assert_eq!((status, body["database"].as_str()), (200, Some("postgres")), "{body}");
+
+    let mut worker = Proc::spawn(dir.path(), &["worker"], &env);
+    worker.wait_for_line(Duration::from_secs(60), |l| l.contains("worker started"));
+    worker.signal("TERM");
+    let (exit, _) = worker.wait_exit(Duration::from_secs(30));
+    assert!(exit.success(), "{exit}");
+    assert!(worker.output().contains("worker stopped"));
+
+    api.signal("TERM");
+    assert!(api.wait_exit(Duration::from_secs(30)).0.success());
+    assert_no_secret(&format!("{}\n{}", api.output(), worker.output()), &keys);
+    assert!(!dir.path().join("data").exists(), "PostgreSQL mode writes nothing locally");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_json_until_the_schema_is_migrated() {
+    let db = TestDb::empty(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let mut env = env_of(&keys);
+    env.push(("DATABASE_URL", &db.url));
+    let mut api = Proc::spawn(dir.path(), &["api", "--no-migrate"], &env);
+    let url = api.wait_for_url();
+    let (status, body) = get_json(&format!("{url}/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "SCHEMA_NOT_MIGRATED");
+    db.migrate().await;
+    assert_eq!(get_json(&format!("{url}/readyz")).await.0, 200);
+}
+
+#[test]
+fn bad_settings_stop_startup_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let key = keys[0].1.as_str();
+    let cases: &[(&[&str], Vec<(&str, &str)>, &str)] = &[
+        (&["api"], vec![("ENCRYPTION_KEY", "not-a-key")], "ENCRYPTION_KEY is malformed"),
+        (&["api"], vec![("ENCRYPTION_KEY", "c2hvcnQ=")], "ENCRYPTION_KEY is malformed: expected 64 bytes"),
+        (&["api"], vec![], "ENCRYPTION_KEY is not set"),
+        (&["worker"], vec![], "ENCRYPTION_KEY is not set"),
+        (&["api"], vec![("ENCRYPTION_KEY", key), ("DATABASE_URL", "postgres://root:hunter2@127.0.0.1:9/x")], "cannot open database postgres://root:***@127.0.0.1:9/x"),
+        (&["migrate"], vec![("DATABASE_URL", "mysql://db/x")], "DATABASE_URL is malformed"),
+        (&["api"], vec![("ENCRYPTION_KEY", key), ("BIND_ADDR", "nowhere")], "BIND_ADDR is malformed"),
+        (&["up"], vec![("DATABASE_MAX_CONNECTIONS", "many")], "DATABASE_MAX_CONNECTIONS is malformed"),
+        (&["up"], vec![("TIKTOK_CLIENT_KEY", "k")], "TIKTOK_CLIENT_SECRET, TIKTOK_REDIRECT_URI not set"),
+        (&["--config", "missing.toml"], vec![], "configuration file missing.toml does not exist"),
+    ];
+    for (args, env, expected) in cases {
+        let (status, out, err) = run(dir.path(), args, env);
+        assert!(!status.success(), "{args:?} {env:?} should fail");
+        assert_eq!(err.lines().count(), 1, "one line, got:\n{err}");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+        assert!(!err.contains("panicked") && !err.contains("hunter2") && !err.contains(key), "{err}");
+        assert!(out.is_empty(), "{out}");
+    }
+}
+
+#[test]
+fn a_toml_file_sits_under_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), "database_url = \"mysql://from-file\"\n").unwrap();
+    let (status, _, err) = run(dir.path(), &["--config", "s.toml", "migrate"], &[]);
+    assert!(!status.success() && err.contains("DATABASE_URL is malformed"), "the file is read: {err}");
+    let (status, _, err) = run(dir.path(), &["migrate"], &[("SOCIALSYNC_CONFIG", "s.toml")]);
+    assert!(!status.success() && err.contains("DATABASE_URL is malformed"), "SOCIALSYNC_CONFIG names the file: {err}");
+    let (status, _, err) = run(dir.path(), &["--config", "s.toml", "migrate"], &[("DATABASE_URL", "sqlite://env.db")]);
+    assert!(status.success(), "the environment wins: {err}");
+    assert!(dir.path().join("env.db").is_file());
+
+    std::fs::write(dir.path().join("bad.toml"), "no_such_setting = 1\n").unwrap();
+    let (status, _, err) = run(dir.path(), &["--config", "bad.toml"], &[]);
+    assert!(!status.success() && err.contains("unknown setting `no_such_setting`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_moves_every_secret_to_the_new_key() {
+    use jobs::{Platform, Secret, Timestamp, Vault, VaultKey, store::NewAccount, vault::Aad};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (generated_keys(dir.path()), generated_keys(dir.path()));
+    let old_key = VaultKey::parse(&old[0].1).unwrap();
+    let vault = Vault::new(old_key.clone(), vec![]);
+    let aad = |field| Aad::account(Platform::Instagram, "ig-1", field);
+    let account = NewAccount {
+        user_id: "u".into(),
+        platform: Platform::Instagram,
+        platform_user_id: "ig-1".into(),
+        username: "acme".into(),
+        display_name: None,
+        scopes: String::new(),
+        access_token: vault.seal(&aad("access_token"), &Secret::from("IGQVJ-plain-access")),
+        refresh_token: None,
+        access_expires_at: Timestamp(0),
+        refresh_expires_at: None,
+        next_refresh_at: None,
+    };
+    let id = db.store.upsert_account(&account, Timestamp(0)).await.unwrap().id;
+
+    let env = [("DATABASE_URL", db.url.as_str()), ("ENCRYPTION_KEY", new[0].1.as_str())];
+    let (status, _, err) = run(dir.path(), &["keys", "rotate"], &env);
+    assert!(!status.success() && err.contains("could not be opened"), "without the old key: {err}");
+
+    let env = [env[0], env[1], ("ENCRYPTION_KEYS_PREVIOUS", old[0].1.as_str())];
+    let (status, _, err) = run(dir.path(), &["keys", "rotate", "--batch", "1"], &env);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("reencrypted=1"), "{err}");
+    assert_no_secret(&err, &[old[0].clone(), new[0].clone()]);
+    let sealed = db.store.account(id).await.unwrap().unwrap().access_token.unwrap();
+    let new_key = VaultKey::parse(&new[0].1).unwrap();
+    assert_eq!(sealed.key_id(), new_key.id());
+    let opened = Vault::new(new_key, vec![]).open(&aad("access_token"), &sealed).unwrap();
+    assert_eq!(opened.expose(), "IGQVJ-plain-access");
+}
