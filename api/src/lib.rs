@@ -10,11 +10,13 @@ use jobs::Store;
 use poem::{EndpointExt, Route, Server, get, listener::TcpAcceptor, middleware::Tracing};
 
 /// What the API's handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
     /// The schema version this build expects; `/readyz` fails until the database has it.
     pub expected_schema_version: i64,
+    /// The sandbox platform, mounted at `/sandbox` when no real credentials are configured.
+    pub sandbox: Option<sandbox::Sandbox>,
 }
 
 /// How long in-flight requests get to finish after shutdown is asked for.
@@ -22,11 +24,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// All routes.
 pub fn app(state: ApiState) -> impl poem::Endpoint {
-    Route::new()
-        .at("/healthz", get(health::healthz))
-        .at("/readyz", get(health::readyz))
-        .data(state)
-        .with(Tracing)
+    let mut routes = Route::new().at("/healthz", get(health::healthz)).at("/readyz", get(health::readyz));
+    if let Some(sandbox) = &state.sandbox {
+        routes = routes.nest("/sandbox", sandbox.routes());
+    }
+    routes.data(state).with(Tracing)
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to

@@ -84,3 +84,85 @@ mod tests {
         assert_eq!(redact_url("sqlite://data/socialsync.db"), "sqlite://data/socialsync.db");
     }
 }
+
+/// Where and how the platform clients connect.
+#[derive(Clone, Debug)]
+pub struct PlatformsConfig {
+    pub instagram: InstagramConfig,
+    pub tiktok: TiktokConfig,
+    pub connect_timeout: Duration,
+    /// The whole request, first byte to last; a hung platform fails the call after this.
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct InstagramConfig {
+    pub credentials: PlatformCredentials,
+    /// `https://www.instagram.com` (the consent page).
+    pub www_url: String,
+    /// `https://api.instagram.com` (the code exchange).
+    pub api_url: String,
+    /// `https://graph.instagram.com` (everything else).
+    pub graph_url: String,
+    pub scopes: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct TiktokConfig {
+    /// `client_id` holds TikTok's `client_key`.
+    pub credentials: PlatformCredentials,
+    /// `https://www.tiktok.com` (the consent page).
+    pub www_url: String,
+    /// `https://open.tiktokapis.com` (tokens and the Display API).
+    pub open_url: String,
+    pub scopes: String,
+}
+
+impl InstagramConfig {
+    pub const DEFAULT_SCOPES: &str = "instagram_business_basic";
+
+    pub fn production(credentials: PlatformCredentials) -> Self {
+        Self {
+            credentials,
+            www_url: "https://www.instagram.com".into(),
+            api_url: "https://api.instagram.com".into(),
+            graph_url: "https://graph.instagram.com".into(),
+            scopes: Self::DEFAULT_SCOPES.into(),
+        }
+    }
+
+    /// The sandbox at `base` (e.g. `http://127.0.0.1:8080/sandbox`).
+    pub fn sandbox(base: &str, credentials: PlatformCredentials) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            credentials,
+            www_url: format!("{base}/instagram/www"),
+            api_url: format!("{base}/instagram/api"),
+            graph_url: format!("{base}/instagram/graph"),
+            scopes: Self::DEFAULT_SCOPES.into(),
+        }
+    }
+}
+
+impl TiktokConfig {
+    pub const DEFAULT_SCOPES: &str = "user.info.basic,user.info.profile,user.info.stats,video.list";
+
+    pub fn production(credentials: PlatformCredentials) -> Self {
+        Self {
+            credentials,
+            www_url: "https://www.tiktok.com".into(),
+            open_url: "https://open.tiktokapis.com".into(),
+            scopes: Self::DEFAULT_SCOPES.into(),
+        }
+    }
+
+    pub fn sandbox(base: &str, credentials: PlatformCredentials) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            credentials,
+            www_url: format!("{base}/tiktok/www"),
+            open_url: format!("{base}/tiktok/open"),
+            scopes: Self::DEFAULT_SCOPES.into(),
+        }
+    }
+}

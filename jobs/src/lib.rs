@@ -7,7 +7,9 @@
 //! - [`vault`]: AES-SIV sealing of tokens and codes, with key ids for rotation.
 //! - [`store`]: all SQL for the domain tables, on PostgreSQL or SQLite.
 //! - [`time`]: instants as stored, and the injectable clock.
+//! - [`clients`]: the Instagram and TikTok clients behind one trait, with classified errors.
 
+pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod secret;

@@ -1,0 +1,170 @@
+//! The platform clients: one [`PlatformClient`] trait, an implementation per platform.
+//!
+//! Every failure is classified once, here, into what the jobs branch on
+//! ([`PlatformError`]): the user must reconnect (`Permanent`), try again later (`Transient`),
+//! or the platform asks us to slow down (`RateLimited`). Error texts come from the platform's
+//! message or our own words — never a URL (tokens travel in Instagram's query strings) and
+//! never a token.
+
+pub mod instagram;
+pub mod tiktok;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{config::PlatformsConfig, domain::Platform, secret::Secret, store::Post};
+
+/// What the jobs need to know about a failed platform call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// The grant is gone (revoked, expired beyond refresh, `invalid_grant`, Instagram 190):
+    /// the user must connect again. Never retried.
+    #[error("permanent platform error {code}: {message}")]
+    Permanent { code: String, message: String },
+    /// Network trouble, a timeout, a 5xx, or anything the platform marks transient.
+    #[error("transient platform error: {0}")]
+    Transient(String),
+    /// The platform asks us to slow down, with its hint when it gives one.
+    #[error("rate limited by the platform (retry after {retry_after:?}): {message}")]
+    RateLimited { retry_after: Option<Duration>, message: String },
+}
+
+impl PlatformError {
+    /// `permanent`, `transient` or `rate_limited`: what `job_runs.error_class` records.
+    pub fn class(&self) -> &'static str {
+        match self {
+            PlatformError::Permanent { .. } => "permanent",
+            PlatformError::Transient(_) => "transient",
+            PlatformError::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// A transport failure, described without its URL.
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else if e.is_decode() || e.is_body() {
+            "unreadable response"
+        } else {
+            "request failed"
+        };
+        PlatformError::Transient(format!("{what}: {}", e.without_url()))
+    }
+}
+
+/// Tokens a code exchange or a refresh produced.
+#[derive(Clone, Debug)]
+pub struct TokenGrant {
+    pub access_token: Secret,
+    pub expires_in: Duration,
+    /// TikTok only; store it every time (it may have rotated).
+    pub refresh_token: Option<Secret>,
+    pub refresh_expires_in: Option<Duration>,
+    /// Instagram `user_id`, TikTok `open_id`.
+    pub platform_user_id: String,
+    /// Comma-separated scopes actually granted.
+    pub scopes: String,
+}
+
+/// An account's profile and numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub platform_user_id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub followers: Option<i64>,
+    pub following: Option<i64>,
+    pub media_count: Option<i64>,
+    pub likes: Option<i64>,
+}
+
+/// One page of posts and where the next starts.
+#[derive(Clone, Debug)]
+pub struct PostsPage {
+    pub posts: Vec<Post>,
+    pub next: Option<String>,
+}
+
+/// One platform's API, as the jobs use it.
+#[async_trait]
+pub trait PlatformClient: Send + Sync {
+    fn platform(&self) -> Platform;
+
+    /// Where to send the user's browser. `pkce_challenge` is used where the platform supports it.
+    fn authorization_url(&self, state: &str, pkce_challenge: Option<&str>) -> String;
+
+    /// Whether connects should send a PKCE challenge.
+    fn uses_pkce(&self) -> bool;
+
+    /// Authorization code → tokens (Instagram: the short-lived token is exchanged for a
+    /// long-lived one in the same call).
+    async fn exchange_code(&self, code: &Secret, pkce_verifier: Option<&Secret>) -> Result<TokenGrant, PlatformError>;
+
+    /// A fresh token: Instagram refreshes the access token, TikTok spends the refresh token.
+    async fn refresh(&self, access: &Secret, refresh: Option<&Secret>) -> Result<TokenGrant, PlatformError>;
+
+    /// The profile. `scopes` (as granted) decides which fields may be asked for.
+    async fn profile(&self, access: &Secret, scopes: &str) -> Result<Profile, PlatformError>;
+
+    /// One page of posts, newest first; `cursor` is the previous page's `next`.
+    async fn posts_page(&self, access: &Secret, scopes: &str, cursor: Option<&str>) -> Result<PostsPage, PlatformError>;
+
+    /// Pages through posts until there are no more or `cap` are read.
+    async fn posts(&self, access: &Secret, scopes: &str, cap: usize) -> Result<Vec<Post>, PlatformError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        while all.len() < cap {
+            let page = self.posts_page(access, scopes, cursor.as_deref()).await?;
+            all.extend(page.posts);
+            match page.next {
+                // A cursor that does not move would loop forever.
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => break,
+            }
+        }
+        all.truncate(cap);
+        Ok(all)
+    }
+
+    /// Tells the platform to forget the grant, where it has a call for that.
+    async fn revoke(&self, _access: &Secret) -> Result<(), PlatformError> {
+        Ok(())
+    }
+}
+
+/// The two clients, sharing one connection pool.
+#[derive(Clone)]
+pub struct Clients {
+    pub instagram: instagram::Instagram,
+    pub tiktok: tiktok::Tiktok,
+}
+
+impl Clients {
+    pub fn new(cfg: &PlatformsConfig) -> Clients {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .user_agent(concat!("socialsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
+        Clients {
+            instagram: instagram::Instagram::new(http.clone(), cfg.instagram.clone()),
+            tiktok: tiktok::Tiktok::new(http, cfg.tiktok.clone()),
+        }
+    }
+
+    pub fn get(&self, platform: Platform) -> &dyn PlatformClient {
+        match platform {
+            Platform::Instagram => &self.instagram,
+            Platform::Tiktok => &self.tiktok,
+        }
+    }
+}
+
+/// Reads a `Retry-After` header given in seconds.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok().map(Duration::from_secs)
+}
