@@ -61,7 +61,7 @@ fn ask(net: Net, p: &Params) -> Result<Ask<'_>, String> {
         return Err("response_type must be code".into());
     }
     let redirect_uri = get("redirect_uri").filter(|r| url::Url::parse(r).is_ok()).ok_or("redirect_uri is missing or invalid")?;
-    let challenge = get("code_challenge");
+    let challenge = get("code_challenge").filter(|c| !c.is_empty());
     if challenge.is_some() && get("code_challenge_method") != Some("S256") {
         return Err("code_challenge_method must be S256".into());
     }

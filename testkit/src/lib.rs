@@ -19,6 +19,7 @@ use jobs::{
 };
 use sqlx::{Connection, PgConnection};
 
+pub mod platform;
 pub mod scan;
 
 pub use tempfile;

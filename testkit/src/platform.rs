@@ -1,0 +1,136 @@
+//! A sandbox platform on a real port for a test, and its control surface over HTTP — the
+//! same calls a test in another process would make.
+
+use std::time::Duration;
+
+use jobs::{
+    Secret,
+    config::{InstagramConfig, PlatformCredentials, PlatformsConfig, TiktokConfig},
+};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub use sandbox::{Sandbox, Settings as SandboxSettings};
+
+/// A running sandbox; stops when dropped.
+pub struct SandboxServer {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub sandbox: Sandbox,
+    http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+pub const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
+
+impl SandboxServer {
+    pub async fn start() -> SandboxServer {
+        Self::start_with(SandboxSettings::default()).await
+    }
+
+    pub async fn start_with(settings: SandboxSettings) -> SandboxServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sandbox = Sandbox::new(settings);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(sandbox::serve(sandbox.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        SandboxServer { url, sandbox, http, _stop: stop }
+    }
+
+    /// Client configuration pointing at this sandbox, with `timeout` per request.
+    pub fn platforms(&self, timeout: Duration) -> PlatformsConfig {
+        self.platforms_with_redirect(timeout, REDIRECT_URI)
+    }
+
+    pub fn platforms_with_redirect(&self, timeout: Duration, redirect_uri: &str) -> PlatformsConfig {
+        let creds = |id: &str, secret: &str| PlatformCredentials {
+            client_id: id.into(),
+            client_secret: Secret::from(secret),
+            redirect_uri: redirect_uri.into(),
+        };
+        PlatformsConfig {
+            instagram: InstagramConfig::sandbox(&self.url, creds(sandbox::INSTAGRAM_CLIENT_ID, sandbox::INSTAGRAM_CLIENT_SECRET)),
+            tiktok: TiktokConfig::sandbox(&self.url, creds(sandbox::TIKTOK_CLIENT_KEY, sandbox::TIKTOK_CLIENT_SECRET)),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: timeout,
+        }
+    }
+
+    /// Opens the consent page at `authorize_url`, picks `account`, clicks Allow or Deny, and
+    /// returns where the platform redirects the browser.
+    pub async fn consent(&self, authorize_url: &str, account: &str, allow: bool) -> url::Url {
+        let page = self.http.get(authorize_url).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the consent page loads");
+        let html = page.text().await.unwrap();
+        let mut form: Vec<(String, String)> = hidden_inputs(&html);
+        form.push(("account".into(), account.into()));
+        form.push(("decision".into(), if allow { "allow" } else { "deny" }.into()));
+        let action = authorize_url.split('?').next().unwrap();
+        let resp = self.http.post(action).form(&form).send().await.unwrap();
+        assert_eq!(resp.status(), 302, "the decision redirects");
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        url::Url::parse(&location).unwrap()
+    }
+
+    /// The id of a seeded demo account by username.
+    pub async fn account_id(&self, username: &str) -> String {
+        let list = self.admin_get("accounts").await;
+        list.as_array().unwrap().iter().find(|a| a["username"] == username).unwrap_or_else(|| panic!("no account {username}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let resp = self.http.get(format!("{}/_admin/{path}", self.url)).send().await.unwrap();
+        assert!(resp.status().is_success(), "GET _admin/{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let resp = self.http.request(method, format!("{}/_admin/{path}", self.url)).json(&body).send().await.unwrap();
+        assert!(resp.status().is_success(), "_admin/{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    pub async fn advance_clock(&self, secs: i64) {
+        self.admin(reqwest::Method::POST, "clock", json!({ "advance_secs": secs })).await;
+    }
+
+    pub async fn settings(&self, patch: Value) {
+        self.admin(reqwest::Method::PATCH, "settings", patch).await;
+    }
+
+    pub async fn switches(&self, platform: &str, account: &str, patch: Value) {
+        self.admin(reqwest::Method::PATCH, &format!("accounts/{platform}/{account}/switches"), patch).await;
+    }
+
+    pub async fn faults(&self, faults: Value) {
+        self.admin(reqwest::Method::PUT, "faults", faults).await;
+    }
+
+    /// Calls counted for `platform:endpoint:account`.
+    pub async fn counter(&self, platform: &str, endpoint: &str, account: &str) -> u64 {
+        self.admin_get("counters").await[format!("{platform}:{endpoint}:{account}")].as_u64().unwrap_or(0)
+    }
+}
+
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .filter_map(|chunk| {
+            let name = chunk.split("name=\"").nth(1)?.split('"').next()?;
+            let value = chunk.split("value=\"").nth(1)?.split('"').next()?;
+            let unescape = |s: &str| s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'").replace("&amp;", "&");
+            Some((name.to_owned(), unescape(value)))
+        })
+        .collect()
+}
+
+/// A query parameter of a redirect.
+pub fn param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
