@@ -21,9 +21,12 @@ pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_token();
+    let public = format!("http://{addr}");
+    let platforms = settings.platforms(&config, &public);
+    let sandbox = announce_platforms(&config, &platforms);
     tracing::info!(database = %config.database.redacted_url(), "socialsync is up");
-    println!("socialsync is up on http://{addr}  (health: http://{addr}/readyz)  — Ctrl-C stops it");
-    let api = api::serve(api_state(&store), listener, shutdown.clone().cancelled_owned());
+    println!("socialsync is up on {public}  (health: {public}/readyz)  — Ctrl-C stops it");
+    let api = api::serve(api_state(&store, sandbox), listener, shutdown.clone().cancelled_owned());
     let workers = worker::run_workers(
         worker::WorkerSetup { store: store.clone(), name: worker::process_name() },
         shutdown.clone(),
@@ -39,8 +42,11 @@ pub async fn api(settings: &Settings, args: StartArgs) -> Result<()> {
     let config = settings.build(KeyPolicy::Require)?;
     let store = open(&config, &args).await?;
     let listener = bind(&config).await?;
-    tracing::info!(addr = %listener.local_addr()?, database = %config.database.redacted_url(), "API listening");
-    api::serve(api_state(&store), listener, shutdown_token().cancelled_owned()).await?;
+    let addr = listener.local_addr()?;
+    let platforms = settings.platforms(&config, &format!("http://{addr}"));
+    let sandbox = announce_platforms(&config, &platforms);
+    tracing::info!(%addr, database = %config.database.redacted_url(), "API listening");
+    api::serve(api_state(&store, sandbox), listener, shutdown_token().cancelled_owned()).await?;
     store.close().await;
     Ok(())
 }
@@ -114,8 +120,36 @@ async fn bind(config: &Config) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {} (BIND_ADDR)", config.http.bind))
 }
 
-fn api_state(store: &Store) -> api::ApiState {
-    api::ApiState { store: store.clone(), expected_schema_version: migrations::latest_version() }
+fn api_state(store: &Store, sandbox: Option<sandbox::Sandbox>) -> api::ApiState {
+    api::ApiState { store: store.clone(), expected_schema_version: migrations::latest_version(), sandbox }
+}
+
+/// Logs which platforms are real and which the sandbox; returns the sandbox to mount when a
+/// platform lacks credentials.
+fn announce_platforms(config: &Config, platforms: &jobs::config::PlatformsConfig) -> Option<sandbox::Sandbox> {
+    let missing: Vec<&str> = [("instagram", config.instagram.is_none()), ("tiktok", config.tiktok.is_none())]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    tracing::warn!(
+        platforms = %missing.join(", "),
+        instagram = %platforms.instagram.graph_url,
+        tiktok = %platforms.tiktok.open_url,
+        "no platform credentials configured: using the sandbox platform (simulated Instagram and TikTok)"
+    );
+    Some(sandbox::Sandbox::default())
+}
+
+pub async fn sandbox(addr: std::net::SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    println!("sandbox platform on http://{addr}  (control surface: http://{addr}/_admin/accounts)");
+    tracing::info!(%addr, "sandbox platform listening");
+    sandbox::serve(sandbox::Sandbox::default(), listener, shutdown_token().cancelled_owned()).await?;
+    Ok(())
 }
 
 /// Cancelled on Ctrl-C or SIGTERM. A second signal exits at once.

@@ -29,6 +29,15 @@ enum Command {
     Worker(commands::StartArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// The sandbox platform alone (simulated Instagram and TikTok).
+    Sandbox {
+        /// Port to listen on (0 picks a free one).
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+    },
     /// Generate or rotate secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -67,6 +76,7 @@ fn main() -> ExitCode {
             Command::Api(args) => commands::api(&settings, args).await,
             Command::Worker(args) => commands::worker(&settings, args).await,
             Command::Migrate => commands::migrate(&settings).await,
+            Command::Sandbox { port, host } => commands::sandbox((host, port).into()).await,
             Command::Keys(KeysCommand::Rotate { batch }) => commands::keys_rotate(&settings, batch).await,
             Command::Keys(KeysCommand::Generate) => unreachable!("handled before the runtime starts"),
         }

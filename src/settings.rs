@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use figment::{Figment, providers::{Format, Serialized, Toml}};
 use jobs::{
     Secret, Vault, VaultKey,
-    config::{Config, DatabaseConfig, HttpConfig, NotifyConfig, PlatformCredentials},
+    config::{Config, DatabaseConfig, HttpConfig, InstagramConfig, NotifyConfig, PlatformCredentials, PlatformsConfig, TiktokConfig},
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,9 @@ pub struct Settings {
     pub tiktok_client_key: Option<String>,
     pub tiktok_client_secret: Option<String>,
     pub tiktok_redirect_uri: Option<String>,
+    pub sandbox_url: Option<String>,
+    pub platform_timeout_secs: u64,
+    pub platform_connect_timeout_secs: u64,
     pub migrate_on_start: bool,
     pub log_format: String,
 }
@@ -60,6 +63,9 @@ impl Default for Settings {
             tiktok_client_key: None,
             tiktok_client_secret: None,
             tiktok_redirect_uri: None,
+            sandbox_url: None,
+            platform_timeout_secs: 15,
+            platform_connect_timeout_secs: 5,
             migrate_on_start: true,
             log_format: "text".into(),
         }
@@ -72,7 +78,7 @@ pub const ENV_VARS: &[&str] = &[
     "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "CRON_JOB_SECRET", "JWT_SECRET",
     "NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_SECRET", "INSTAGRAM_CLIENT_ID", "INSTAGRAM_CLIENT_SECRET",
     "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
-    "MIGRATE_ON_START", "LOG_FORMAT",
+    "SANDBOX_URL", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "MIGRATE_ON_START", "LOG_FORMAT",
 ];
 
 /// How strictly secrets are required.
@@ -194,6 +200,33 @@ impl Settings {
             tiktok,
             migrate_on_start: self.migrate_on_start,
         })
+    }
+}
+
+impl Settings {
+    /// The platform clients' configuration. A platform without credentials uses the sandbox:
+    /// at `SANDBOX_URL` if set, else the one this process serves at `{public_url}/sandbox`.
+    /// Its OAuth redirect goes to this API's callback at `public_url`.
+    pub fn platforms(&self, config: &Config, public_url: &str) -> PlatformsConfig {
+        let public_url = public_url.trim_end_matches('/');
+        let sandbox = self.sandbox_url.clone().unwrap_or_else(|| format!("{public_url}/sandbox"));
+        let sandbox_creds = |platform: &str, id: &str, secret: &str| PlatformCredentials {
+            client_id: id.into(),
+            client_secret: Secret::from(secret),
+            redirect_uri: format!("{public_url}/api/v1/social-media/{platform}/callback"),
+        };
+        PlatformsConfig {
+            instagram: match &config.instagram {
+                Some(c) => InstagramConfig::production(c.clone()),
+                None => InstagramConfig::sandbox(&sandbox, sandbox_creds("instagram", sandbox::INSTAGRAM_CLIENT_ID, sandbox::INSTAGRAM_CLIENT_SECRET)),
+            },
+            tiktok: match &config.tiktok {
+                Some(c) => TiktokConfig::production(c.clone()),
+                None => TiktokConfig::sandbox(&sandbox, sandbox_creds("tiktok", sandbox::TIKTOK_CLIENT_KEY, sandbox::TIKTOK_CLIENT_SECRET)),
+            },
+            connect_timeout: Duration::from_secs(self.platform_connect_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.platform_timeout_secs.max(1)),
+        }
     }
 }
 

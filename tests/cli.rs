@@ -200,3 +200,47 @@ async fn keys_rotate_moves_every_secret_to_the_new_key() {
     let opened = Vault::new(new_key, vec![]).open(&aad("access_token"), &sealed).unwrap();
     assert_eq!(opened.expose(), "IGQVJ-plain-access");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_alone_serves_consent_for_both_platforms() {
+    use testkit::platform::{account_id, consent, param};
+    let dir = tempfile::tempdir().unwrap();
+    let mut sb = Proc::spawn(dir.path(), &["sandbox", "--port", "0"], &[]);
+    let line = sb.wait_for_line(Duration::from_secs(60), |l| l.contains("sandbox platform on http://"));
+    let base: String = line.split("on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let back = "http://127.0.0.1:9/cb";
+
+    let ig = account_id(&base, "acme_studio").await;
+    let url = format!("{base}/instagram/www/oauth/authorize?client_id=sandbox-instagram-app&redirect_uri={back}&response_type=code&scope=instagram_business_basic&state=s1");
+    let allowed = consent(&url, &ig, true).await;
+    assert!(allowed.as_str().starts_with(back));
+    assert!(param(&allowed, "code").is_some());
+    assert_eq!(param(&allowed, "state").as_deref(), Some("s1"));
+    let denied = consent(&url, &ig, false).await;
+    assert_eq!(param(&denied, "error").as_deref(), Some("access_denied"));
+
+    let tt = account_id(&base, "dance.daily").await;
+    let url = format!("{base}/tiktok/www/v2/auth/authorize/?client_key=sandbox-tiktok-app&redirect_uri={back}&response_type=code&scope=user.info.basic,video.list&state=s2");
+    let allowed = consent(&url, &tt, true).await;
+    assert!(param(&allowed, "code").is_some());
+    assert_eq!(param(&allowed, "scopes").as_deref(), Some("user.info.basic,video.list"));
+    let denied = consent(&url, &tt, false).await;
+    assert_eq!(param(&denied, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&denied, "state").as_deref(), Some("s2"));
+
+    // The control surface answers another process.
+    let clock: serde_json::Value = reqwest::Client::new().post(format!("{base}/_admin/clock")).json(&serde_json::json!({"advance_secs": 3600})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(clock["offset_ms"], 3_600_000);
+    sb.signal("TERM");
+    assert!(sb.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_without_credentials_mounts_the_sandbox_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(dir.path(), &["up"], &[]);
+    let url = up.wait_for_url();
+    up.wait_for_line(Duration::from_secs(30), |l| l.contains("using the sandbox platform"));
+    let accounts: serde_json::Value = reqwest::get(format!("{url}/sandbox/_admin/accounts")).await.unwrap().json().await.unwrap();
+    assert!(accounts.as_array().unwrap().len() >= 6, "demo accounts are served at /sandbox");
+}

@@ -59,29 +59,14 @@ impl SandboxServer {
         }
     }
 
-    /// Opens the consent page at `authorize_url`, picks `account`, clicks Allow or Deny, and
-    /// returns where the platform redirects the browser.
+    /// Consent through this sandbox's page; see [`consent`].
     pub async fn consent(&self, authorize_url: &str, account: &str, allow: bool) -> url::Url {
-        let page = self.http.get(authorize_url).send().await.unwrap();
-        assert_eq!(page.status(), 200, "the consent page loads");
-        let html = page.text().await.unwrap();
-        let mut form: Vec<(String, String)> = hidden_inputs(&html);
-        form.push(("account".into(), account.into()));
-        form.push(("decision".into(), if allow { "allow" } else { "deny" }.into()));
-        let action = authorize_url.split('?').next().unwrap();
-        let resp = self.http.post(action).form(&form).send().await.unwrap();
-        assert_eq!(resp.status(), 302, "the decision redirects");
-        let location = resp.headers()["location"].to_str().unwrap().to_owned();
-        url::Url::parse(&location).unwrap()
+        consent(authorize_url, account, allow).await
     }
 
     /// The id of a seeded demo account by username.
     pub async fn account_id(&self, username: &str) -> String {
-        let list = self.admin_get("accounts").await;
-        list.as_array().unwrap().iter().find(|a| a["username"] == username).unwrap_or_else(|| panic!("no account {username}"))["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        account_id(&self.url, username).await
     }
 
     pub async fn admin_get(&self, path: &str) -> Value {
@@ -116,6 +101,33 @@ impl SandboxServer {
     pub async fn counter(&self, platform: &str, endpoint: &str, account: &str) -> u64 {
         self.admin_get("counters").await[format!("{platform}:{endpoint}:{account}")].as_u64().unwrap_or(0)
     }
+}
+
+/// Opens the consent page at `authorize_url` as a browser would, picks `account`, clicks Allow
+/// or Deny, and returns where the platform redirects the browser.
+pub async fn consent(authorize_url: &str, account: &str, allow: bool) -> url::Url {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(authorize_url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the consent page loads");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("id=\"allow\"") && html.contains("id=\"deny\""), "Allow and Deny buttons");
+    let mut form: Vec<(String, String)> = hidden_inputs(&html);
+    form.push(("account".into(), account.into()));
+    form.push(("decision".into(), if allow { "allow" } else { "deny" }.into()));
+    let action = authorize_url.split('?').next().unwrap();
+    let resp = http.post(action).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 302, "the decision redirects");
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    url::Url::parse(&location).unwrap()
+}
+
+/// The id of a demo account by username, from the sandbox at `base`'s control surface.
+pub async fn account_id(base: &str, username: &str) -> String {
+    let list: Value = reqwest::get(format!("{base}/_admin/accounts")).await.unwrap().json().await.unwrap();
+    list.as_array().unwrap().iter().find(|a| a["username"] == username).unwrap_or_else(|| panic!("no account {username}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn hidden_inputs(html: &str) -> Vec<(String, String)> {
