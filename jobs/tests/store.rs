@@ -31,6 +31,20 @@ fn new_account(v: &Vault, user: &str, platform: Platform, puid: &str) -> NewAcco
     }
 }
 
+/// Runs `n` copies of `f` at once, each with its own handle to the store; returns their results.
+async fn race<T, Fut>(store: &jobs::Store, n: usize, f: impl Fn(jobs::Store, usize) -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(f(store.clone(), i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 fn note(user: &str, account: AccountId) -> NewNotification {
     NewNotification {
         user_id: user.into(),
@@ -128,17 +142,10 @@ both_backends! {
     async fn lease_has_one_winner_among_racers(db: TestDb) {
         let v = vault();
         let id = db.store.upsert_account(&new_account(&v, "u", Platform::Tiktok, "race"), T0).await.unwrap().id;
-        let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let store = db.store.clone();
-                tokio::spawn(async move { store.take_lease(id, &format!("w{i}"), T0, Duration::from_secs(30)).await.unwrap() })
-            })
-            .collect();
-        let mut winners = 0;
-        for t in tasks {
-            winners += t.await.unwrap() as usize;
-        }
-        assert_eq!(winners, 1);
+        let won = race(&db.store, 16, |store, i| async move {
+            store.take_lease(id, &format!("w{i}"), T0, Duration::from_secs(30)).await.unwrap()
+        }).await;
+        assert_eq!(won.iter().filter(|w| **w).count(), 1);
     }
 
     async fn reauth_flips_status_and_writes_one_notification(db: TestDb) {
@@ -215,17 +222,10 @@ both_backends! {
             expires_at: T0.plus(Duration::from_secs(600)),
         };
         db.store.create_oauth_state(&state, T0).await.unwrap();
-        let tasks: Vec<_> = (0..12)
-            .map(|_| {
-                let store = db.store.clone();
-                tokio::spawn(async move { store.consume_oauth_state("race", Platform::Instagram, None, T0).await.unwrap().is_some() })
-            })
-            .collect();
-        let mut consumed = 0;
-        for t in tasks {
-            consumed += t.await.unwrap() as usize;
-        }
-        assert_eq!(consumed, 1);
+        let consumed = race(&db.store, 12, |store, _| async move {
+            store.consume_oauth_state("race", Platform::Instagram, None, T0).await.unwrap().is_some()
+        }).await;
+        assert_eq!(consumed.iter().filter(|c| **c).count(), 1);
     }
 
     async fn sync_saves_snapshot_and_upserts_posts(db: TestDb) {
@@ -273,17 +273,10 @@ both_backends! {
 
     async fn cron_firing_is_claimed_once(db: TestDb) {
         let fire = T0.plus(Duration::from_secs(2 * 3600));
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let store = db.store.clone();
-                tokio::spawn(async move { store.claim_cron_run("token_refresh", fire, &format!("w{i}"), fire).await.unwrap() })
-            })
-            .collect();
-        let mut claims = 0;
-        for t in tasks {
-            claims += t.await.unwrap() as usize;
-        }
-        assert_eq!(claims, 1);
+        let claims = race(&db.store, 8, |store, i| async move {
+            store.claim_cron_run("token_refresh", fire, &format!("w{i}"), fire).await.unwrap()
+        }).await;
+        assert_eq!(claims.iter().filter(|c| **c).count(), 1);
         assert!(db.store.claim_cron_run("data_sync", fire, "w1", fire).await.unwrap(), "schedules are independent");
         db.store.finish_cron_run("token_refresh", fire, 42, "ok", fire.plus(Duration::from_secs(3))).await.unwrap();
         let last = db.store.last_cron_run("token_refresh").await.unwrap().unwrap();
@@ -294,16 +287,9 @@ both_backends! {
 
     async fn pacing_slots_never_closer_than_spacing(db: TestDb) {
         let spacing = Duration::from_millis(200);
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let store = db.store.clone();
-                tokio::spawn(async move { store.claim_pacing_slot("tiktok", spacing, T0).await.unwrap() })
-            })
-            .collect();
-        let mut slots = vec![];
-        for t in tasks {
-            slots.push(t.await.unwrap());
-        }
+        let mut slots = race(&db.store, 20, |store, _| async move {
+            store.claim_pacing_slot("tiktok", spacing, T0).await.unwrap()
+        }).await;
         slots.sort();
         let expected: Vec<_> = (0..20).map(|i| T0.plus(spacing * i)).collect();
         assert_eq!(slots, expected, "20 claims at one instant take 20 consecutive slots");
@@ -323,16 +309,9 @@ both_backends! {
     async fn rate_limit_counts_are_atomic(db: TestDb) {
         let window = T0;
         let expires = T0.plus(Duration::from_secs(900));
-        let tasks: Vec<_> = (0..25)
-            .map(|_| {
-                let store = db.store.clone();
-                tokio::spawn(async move { store.hit_rate_limit("auth:1.2.3.4", window, expires).await.unwrap() })
-            })
-            .collect();
-        let mut counts = vec![];
-        for t in tasks {
-            counts.push(t.await.unwrap());
-        }
+        let mut counts = race(&db.store, 25, |store, _| async move {
+            store.hit_rate_limit("auth:1.2.3.4", window, expires).await.unwrap()
+        }).await;
         counts.sort();
         assert_eq!(counts, (1..=25).collect::<Vec<_>>(), "every hit sees its own count");
         assert_eq!(db.store.rate_limit_count("auth:1.2.3.4", window).await.unwrap(), 25);
