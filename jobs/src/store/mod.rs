@@ -53,6 +53,7 @@ mod cron;
 mod job_runs;
 mod oauth;
 mod pacing;
+mod queue;
 mod rate_limits;
 mod rotation;
 mod sync_data;
@@ -61,6 +62,7 @@ pub use accounts::{Account, NewAccount, RefreshedTokens};
 pub use job_runs::{JobOutcome, JobRunStart};
 pub use oauth::{NewOAuthState, OAuthState};
 pub use outbox::{NewNotification, Notification};
+pub use queue::{AttemptEnd, Enqueued, NewJob, QueuedJob, new_job_id};
 pub use rotation::RotationProgress;
 pub use sync_data::{Post, Snapshot};
 

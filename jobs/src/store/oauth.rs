@@ -27,6 +27,8 @@ pub struct OAuthState {
     pub used_at: Option<Timestamp>,
     #[sqlx(rename = "code_enc")]
     pub code: Option<Sealed>,
+    /// Set once the connect job has stored the account.
+    pub account_id: Option<crate::domain::AccountId>,
 }
 
 impl Store {
@@ -64,6 +66,13 @@ impl Store {
     pub async fn oauth_state(&self, state_hash: &str) -> Result<Option<OAuthState>> {
         const SQL: &str = "SELECT * FROM oauth_states WHERE state_hash = $1";
         Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(state_hash).fetch_optional(p).await?))
+    }
+
+    /// Records the account a state's connect produced.
+    pub async fn complete_oauth_state(&self, state_hash: &str, account: crate::domain::AccountId) -> Result<()> {
+        const SQL: &str = "UPDATE oauth_states SET account_id = $2 WHERE state_hash = $1";
+        on_pool!(self, p => sqlx::query(SQL).bind(state_hash).bind(account).execute(p).await?.rows_affected());
+        Ok(())
     }
 
     /// Deletes states that expired before `before`; returns how many.

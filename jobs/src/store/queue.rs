@@ -1,0 +1,208 @@
+//! The queue tables apalis owns (`apalis.jobs` on PostgreSQL, `Jobs` on SQLite), as socialsync
+//! writes them: enqueueing (so the API and the sweeps need no queue runtime, and a sweep
+//! enqueues a chunk in one statement), and ending an attempt durably.
+//!
+//! Why socialsync ends attempts itself (see ARCHITECTURE.md, "Queues"): apalis re-fetches a
+//! failed job at once, with no backoff. Instead the runtime writes the outcome here —
+//! reschedule with a backoff `run_at`, dead, killed, or deferred — and clears `lock_by`, which
+//! makes apalis' own acknowledgement (`… WHERE lock_by = worker`) a no-op.
+
+use serde::Serialize;
+
+use super::{Result, Store};
+use crate::time::Timestamp;
+
+/// A job to put on a queue.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// The queue, i.e. the job's `KIND`.
+    pub queue: &'static str,
+    /// The job's arguments as JSON; never a secret.
+    pub payload: serde_json::Value,
+    pub run_at: Timestamp,
+    pub max_attempts: i32,
+    /// Jobs with the same key on one queue never wait side by side (e.g. `sync:42`).
+    pub dedup_key: Option<String>,
+}
+
+/// The job that now stands for the request: new, or the one already waiting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: String,
+    pub created: bool,
+}
+
+/// A job row, for the API, the dashboard and tests.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct QueuedJob {
+    pub id: String,
+    pub queue: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: Timestamp,
+    pub last_result: Option<String>,
+    pub lock_by: Option<String>,
+    pub dedup_key: Option<String>,
+    pub payload: String,
+}
+
+impl QueuedJob {
+    pub fn payload_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How an attempt ends, as written by [`Store::end_attempt`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// Failed; run again at `run_at` (the backoff is in the database, so it survives restarts).
+    Retry { run_at: Timestamp, error: String },
+    /// Failed on the last attempt: the job is dead (`Failed`, attempts = max).
+    Dead { error: String },
+    /// Failed for good on any attempt (`Killed`).
+    Killed { error: String },
+    /// Not run yet after all (e.g. its pacing slot is later): back to `Pending` at `run_at`,
+    /// without counting an attempt, with an updated payload.
+    Defer { run_at: Timestamp, payload: serde_json::Value },
+}
+
+const PENDING: &str = "(status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts))";
+
+/// A fresh job id (apalis ids are ULIDs).
+pub fn new_job_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+impl Store {
+    fn jobs_table(&self) -> &'static str {
+        self.pool().pick("apalis.jobs", "Jobs")
+    }
+
+    /// Enqueues one job, or finds the one already waiting under the same dedup key.
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
+        for _ in 0..3 {
+            let id = new_job_id();
+            if self.insert_jobs(std::slice::from_ref(job), Some(&id)).await? == 1 {
+                return Ok(Enqueued { id, created: true });
+            }
+            if let Some(existing) = self.waiting_job(job.queue, job.dedup_key.as_deref()).await? {
+                return Ok(Enqueued { id: existing, created: false });
+            }
+            // The waiting duplicate started in between; try again.
+        }
+        Err(super::StoreError::Corrupt(format!("cannot enqueue on {}: the dedup key keeps conflicting", job.queue)))
+    }
+
+    /// Enqueues a chunk in one statement; duplicates of waiting jobs are skipped. Returns how
+    /// many were created.
+    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        self.insert_jobs(jobs, None).await
+    }
+
+    async fn insert_jobs(&self, jobs: &[NewJob], id: Option<&str>) -> Result<u64> {
+        let table = self.jobs_table();
+        let run_at = self.pool().pick("to_timestamp(", "(");
+        let head = format!(
+            "INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) "
+        );
+        let n = on_pool!(self, p => {
+            let mut q = sqlx::QueryBuilder::new(head);
+            q.push_values(jobs, |mut b, job| {
+                b.push_bind(id.map_or_else(new_job_id, str::to_owned))
+                    .push_bind(job.queue)
+                    .push_bind(job.payload.to_string().into_bytes())
+                    .push("'Pending'")
+                    .push("0")
+                    .push_bind(job.max_attempts)
+                    .push(run_at)
+                    .push_bind_unseparated(job.run_at.millis() as f64 / 1000.0)
+                    .push_unseparated(")")
+                    .push("0")
+                    .push_bind(job.dedup_key.clone());
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(p).await?.rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// The id of the job waiting on `queue` under `dedup_key`, if any.
+    pub async fn waiting_job(&self, queue: &str, dedup_key: Option<&str>) -> Result<Option<String>> {
+        let Some(key) = dedup_key else { return Ok(None) };
+        let sql = format!("SELECT id FROM {} WHERE job_type = $1 AND dedup_key = $2 AND {PENDING}", self.jobs_table());
+        Ok(on_pool!(self, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue).bind(key).fetch_optional(p).await?))
+    }
+
+    pub async fn queued_job(&self, id: &str) -> Result<Option<QueuedJob>> {
+        let sql = self.pool().pick(
+            "SELECT id, job_type AS queue, status, attempts, max_attempts,
+                (extract(epoch FROM run_at) * 1000)::bigint AS run_at, last_result::text AS last_result,
+                lock_by, dedup_key, convert_from(job, 'UTF8') AS payload
+             FROM apalis.jobs WHERE id = $1",
+            "SELECT id, job_type AS queue, status, attempts, max_attempts, run_at * 1000 AS run_at,
+                last_result, lock_by, dedup_key, CAST(job AS TEXT) AS payload
+             FROM Jobs WHERE id = $1",
+        );
+        Ok(on_pool!(self, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
+    }
+
+    /// Counts jobs per status on `queue` (for tests and the dashboard).
+    pub async fn queue_counts(&self, queue: &str) -> Result<Vec<(String, i64)>> {
+        let sql = format!("SELECT status, COUNT(*) FROM {} WHERE job_type = $1 GROUP BY status ORDER BY status", self.jobs_table());
+        Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(queue).fetch_all(p).await?))
+    }
+
+    /// Writes how attempt number `attempt` of job `id`, held by `worker`, ended, and releases
+    /// it. Returns false if `worker` no longer holds it (it was rescued as an orphan).
+    ///
+    /// A retry or deferral that would stand beside a newer waiting job with the same dedup key
+    /// is superseded instead: that job will do the work.
+    pub async fn end_attempt(&self, id: &str, worker: &str, attempt: i32, end: &AttemptEnd) -> Result<bool> {
+        let pg = matches!(self.pool(), super::Pool::Postgres(_));
+        let table = self.jobs_table();
+        let (run_at, err_json, now) = if pg {
+            ("to_timestamp($4::float8 / 1000)", "jsonb_build_object('Err', $5::text)", "now()")
+        } else {
+            ("($4 / 1000)", "json_object('Err', $5)", "strftime('%s', 'now')")
+        };
+        let (status, attempts, run_at_ms, text, job) = match end {
+            AttemptEnd::Retry { run_at, error } => ("Failed", "$3", Some(*run_at), error.clone(), None),
+            AttemptEnd::Dead { error } => ("Failed", "GREATEST($3, max_attempts)", None, error.clone(), None),
+            AttemptEnd::Killed { error } => ("Killed", "$3", None, error.clone(), None),
+            AttemptEnd::Defer { run_at, payload } => ("Pending", "attempts", Some(*run_at), String::new(), Some(payload.to_string())),
+        };
+        let attempts = if pg { attempts.to_owned() } else { attempts.replace("GREATEST", "MAX") };
+        let mut sets = vec![format!("status = '{status}'"), format!("attempts = {attempts}"), "lock_by = NULL".into(), "lock_at = NULL".into()];
+        if run_at_ms.is_some() {
+            sets.push(format!("run_at = {run_at}"));
+        }
+        if job.is_some() {
+            sets.push("job = $6".into());
+        } else {
+            sets.push(format!("last_result = {err_json}"));
+            sets.push(format!("done_at = {now}"));
+        }
+        let sql = format!("UPDATE {table} SET {} WHERE id = $1 AND lock_by = $2", sets.join(", "));
+        let run_at_ms = run_at_ms.unwrap_or_default().millis() as f64;
+        let result = on_pool!(self, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id).bind(worker).bind(attempt).bind(run_at_ms).bind(&text).bind(job.map(String::into_bytes))
+            .execute(p).await.map(|r| r.rows_affected()));
+        match result {
+            Ok(n) => Ok(n == 1),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let sql = format!(
+                    "UPDATE {table} SET status = 'Done', attempts = $3, lock_by = NULL, lock_at = NULL,
+                        last_result = {ok}, done_at = {now} WHERE id = $1 AND lock_by = $2",
+                    ok = if pg { "'{\"Ok\": \"superseded by a newer waiting job\"}'::jsonb" } else { "'{\"Ok\": \"superseded by a newer waiting job\"}'" },
+                );
+                let n = on_pool!(self, p => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(worker).bind(attempt).execute(p).await?.rows_affected());
+                Ok(n == 1)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

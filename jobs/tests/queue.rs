@@ -1,0 +1,46 @@
+//! Enqueueing into apalis' tables on both backends: ids, run times, dedup of waiting jobs.
+
+use jobs::{Timestamp, store::NewJob};
+use serde_json::json;
+use testkit::both_backends;
+
+fn job(key: Option<&str>, run_at: Timestamp) -> NewJob {
+    NewJob { queue: "sync", payload: json!({ "account_id": 7 }), run_at, max_attempts: 5, dedup_key: key.map(str::to_owned) }
+}
+
+both_backends! {
+    async fn enqueue_returns_the_waiting_job_for_a_duplicate(db: TestDb) {
+        let at = Timestamp::from_secs(1_900_000_000);
+        let first = db.store.enqueue(&job(Some("sync:7"), at)).await.unwrap();
+        assert!(first.created);
+        let again = db.store.enqueue(&job(Some("sync:7"), at)).await.unwrap();
+        assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
+        let other = db.store.enqueue(&job(Some("sync:8"), at)).await.unwrap();
+        assert!(other.created && other.id != first.id);
+        let free = db.store.enqueue(&job(None, at)).await.unwrap();
+        assert!(free.created, "no key, no dedup");
+
+        let row = db.store.queued_job(&first.id).await.unwrap().unwrap();
+        assert_eq!((row.queue.as_str(), row.status.as_str(), row.attempts, row.max_attempts), ("sync", "Pending", 0, 5));
+        assert_eq!(row.run_at, at);
+        assert_eq!(row.payload_json(), json!({ "account_id": 7 }));
+        assert_eq!(row.dedup_key.as_deref(), Some("sync:7"));
+        assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Pending".to_string(), 3)]);
+    }
+
+    async fn enqueue_many_is_one_statement_and_skips_waiting_duplicates(db: TestDb) {
+        let at = Timestamp::from_secs(1_900_000_000);
+        db.store.enqueue(&job(Some("sync:1"), at)).await.unwrap();
+        let batch: Vec<_> = (0..500).map(|i| job(Some(&format!("sync:{}", i % 250)), at)).collect();
+        assert_eq!(db.store.enqueue_many(&batch).await.unwrap(), 249, "250 keys, one already waiting");
+        assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Pending".to_string(), 250)]);
+        assert_eq!(db.store.enqueue_many(&[]).await.unwrap(), 0);
+    }
+
+    async fn ending_an_attempt_needs_the_lock(db: TestDb) {
+        let e = db.store.enqueue(&job(None, Timestamp::from_secs(1))).await.unwrap();
+        let end = jobs::store::AttemptEnd::Killed { error: "x".into() };
+        assert!(!db.store.end_attempt(&e.id, "nobody", 1, &end).await.unwrap());
+        assert_eq!(db.store.queued_job(&e.id).await.unwrap().unwrap().status, "Pending");
+    }
+}
