@@ -27,10 +27,8 @@ pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
     tracing::info!(database = %config.database.redacted_url(), "socialsync is up");
     println!("socialsync is up on {public}  (health: {public}/readyz)  — Ctrl-C stops it");
     let api = api::serve(api_state(&store, sandbox), listener, shutdown.clone().cancelled_owned());
-    let workers = worker::run_workers(
-        worker::WorkerSetup { store: store.clone(), name: worker::process_name() },
-        shutdown.clone(),
-    );
+    let setup = worker_setup(settings, &config, &store, &platforms)?;
+    let workers = worker::run_workers(setup, shutdown.clone());
     let (api, workers) = tokio::join!(api, workers);
     store.close().await;
     api.context("API server")?;
@@ -54,7 +52,10 @@ pub async fn api(settings: &Settings, args: StartArgs) -> Result<()> {
 pub async fn worker(settings: &Settings, args: StartArgs) -> Result<()> {
     let config = settings.build(KeyPolicy::Require)?;
     let store = open(&config, &args).await?;
-    let setup = worker::WorkerSetup { store: store.clone(), name: worker::process_name() };
+    // Without credentials a worker talks to the sandbox an API process serves.
+    let api_url = format!("http://{}", config.http.bind);
+    let platforms = settings.platforms(&config, &api_url);
+    let setup = worker_setup(settings, &config, &store, &platforms)?;
     worker::run_workers(setup, shutdown_token()).await?;
     store.close().await;
     Ok(())
@@ -118,6 +119,29 @@ async fn bind(config: &Config) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(config.http.bind)
         .await
         .with_context(|| format!("cannot listen on {} (BIND_ADDR)", config.http.bind))
+}
+
+fn worker_setup(
+    settings: &Settings,
+    config: &Config,
+    store: &Store,
+    platforms: &jobs::config::PlatformsConfig,
+) -> Result<worker::WorkerSetup> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(platforms.connect_timeout)
+        .timeout(platforms.request_timeout)
+        .build()
+        .context("building the HTTP client")?;
+    let context = jobs::job::JobContext {
+        store: store.clone(),
+        vault: config.vault.clone(),
+        clients: jobs::clients::Clients::new(platforms),
+        clock: std::sync::Arc::new(jobs::SystemClock),
+        settings: settings.job_settings(config),
+        worker: worker::process_name(),
+        http,
+    };
+    Ok(worker::WorkerSetup { context, config: settings.worker_config()? })
 }
 
 fn api_state(store: &Store, sandbox: Option<sandbox::Sandbox>) -> api::ApiState {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use figment::{Figment, providers::{Format, Serialized, Toml}};
 use jobs::{
     Secret, Vault, VaultKey,
+    job::JobSettings,
     config::{Config, DatabaseConfig, HttpConfig, InstagramConfig, NotifyConfig, PlatformCredentials, PlatformsConfig, TiktokConfig},
 };
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,18 @@ pub struct Settings {
     pub sandbox_url: Option<String>,
     pub platform_timeout_secs: u64,
     pub platform_connect_timeout_secs: u64,
+    pub pacing_instagram_ms: u64,
+    pub pacing_tiktok_ms: u64,
+    pub sync_post_cap: usize,
+    pub sync_concurrency: usize,
+    pub refresh_concurrency: usize,
+    pub worker_poll_ms: u64,
+    pub orphan_after_secs: u64,
+    pub retry_base_secs: u64,
+    pub retry_cap_secs: u64,
+    pub cron_refresh: String,
+    pub cron_sync: String,
+    pub cron_timezone: String,
     pub migrate_on_start: bool,
     pub log_format: String,
 }
@@ -66,6 +79,18 @@ impl Default for Settings {
             sandbox_url: None,
             platform_timeout_secs: 15,
             platform_connect_timeout_secs: 5,
+            pacing_instagram_ms: 2000,
+            pacing_tiktok_ms: 2000,
+            sync_post_cap: 1000,
+            sync_concurrency: 8,
+            refresh_concurrency: 8,
+            worker_poll_ms: 500,
+            orphan_after_secs: 5,
+            retry_base_secs: 5,
+            retry_cap_secs: 3600,
+            cron_refresh: "0 2 * * *".into(),
+            cron_sync: "0 3 * * *".into(),
+            cron_timezone: "UTC".into(),
             migrate_on_start: true,
             log_format: "text".into(),
         }
@@ -78,7 +103,9 @@ pub const ENV_VARS: &[&str] = &[
     "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "CRON_JOB_SECRET", "JWT_SECRET",
     "NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_SECRET", "INSTAGRAM_CLIENT_ID", "INSTAGRAM_CLIENT_SECRET",
     "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
-    "SANDBOX_URL", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "MIGRATE_ON_START", "LOG_FORMAT",
+    "SANDBOX_URL", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "PACING_INSTAGRAM_MS", "PACING_TIKTOK_MS",
+    "SYNC_POST_CAP", "SYNC_CONCURRENCY", "REFRESH_CONCURRENCY", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
+    "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "MIGRATE_ON_START", "LOG_FORMAT",
 ];
 
 /// How strictly secrets are required.
@@ -227,6 +254,48 @@ impl Settings {
             connect_timeout: Duration::from_secs(self.platform_connect_timeout_secs.max(1)),
             request_timeout: Duration::from_secs(self.platform_timeout_secs.max(1)),
         }
+    }
+}
+
+impl Settings {
+    /// The handlers' tunables.
+    pub fn job_settings(&self, config: &Config) -> JobSettings {
+        JobSettings {
+            instagram_spacing: Duration::from_millis(self.pacing_instagram_ms),
+            tiktok_spacing: Duration::from_millis(self.pacing_tiktok_ms),
+            sync_post_cap: self.sync_post_cap.max(1),
+            notify_webhook_url: config.notify.webhook_url.clone(),
+            notify_webhook_secret: config.notify.webhook_secret.clone(),
+            ..JobSettings::default()
+        }
+    }
+
+    /// The queue runtime's settings; a bad cron expression or time zone stops start-up.
+    pub fn worker_config(&self) -> Result<worker::WorkerConfig> {
+        for (name, expr) in [("CRON_REFRESH", &self.cron_refresh), ("CRON_SYNC", &self.cron_sync)] {
+            worker::cron::parse(expr).map_err(|e| anyhow::anyhow!("{name} is malformed: {e}"))?;
+        }
+        let timezone = self
+            .cron_timezone
+            .parse()
+            .map_err(|_| anyhow::anyhow!("CRON_TIMEZONE is malformed: expected an IANA name such as UTC or Europe/Berlin, got {:?}", self.cron_timezone))?;
+        let defaults = worker::WorkerConfig::default();
+        let queue = |n: usize| worker::QueueConfig { concurrency: n.max(1), batch: n.max(1) };
+        Ok(worker::WorkerConfig {
+            refresh: queue(self.refresh_concurrency),
+            sync: queue(self.sync_concurrency),
+            poll_interval: Duration::from_millis(self.worker_poll_ms.max(10)),
+            orphan_after: Duration::from_secs(self.orphan_after_secs.max(1)),
+            retry_base: Duration::from_secs(self.retry_base_secs.max(1)),
+            retry_cap: Duration::from_secs(self.retry_cap_secs.max(1)),
+            cron: worker::cron::CronConfig {
+                refresh_schedule: self.cron_refresh.clone(),
+                sync_schedule: self.cron_sync.clone(),
+                timezone,
+                ..defaults.cron.clone()
+            },
+            ..defaults
+        })
     }
 }
 

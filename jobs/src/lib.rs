@@ -8,12 +8,20 @@
 //! - [`store`]: all SQL for the domain tables, on PostgreSQL or SQLite.
 //! - [`time`]: instants as stored, and the injectable clock.
 //! - [`clients`]: the Instagram and TikTok clients behind one trait, with classified errors.
+//! - [`job`]: what every handler shares (context, outcome, error, backoff); one module per job:
+//!   [`connect`], [`refresh`], [`sync`], [`notify`], and the nightly [`sweeps`].
 
 pub mod clients;
 pub mod config;
+pub mod connect;
 pub mod domain;
+pub mod job;
+pub mod notify;
+pub mod refresh;
 pub mod secret;
 pub mod store;
+pub mod sweeps;
+pub mod sync;
 pub mod time;
 pub mod vault;
 

@@ -1,25 +1,71 @@
-//! The job runtime: one apalis monitor per process with a worker per queue.
+//! The job runtime: one apalis monitor per process, a worker per queue, the cron producers.
 //!
-//! No queue exists yet (the queues arrive with the workers issue); the monitor runs empty and
-//! the process waits for its shutdown signal, so deployments and their signal handling can be
-//! exercised now.
+//! - [`queues`]: the apalis storages and workers (pub/sub plus a short poll on PostgreSQL, a
+//!   short poll on SQLite), a unique worker name per process, orphan rescue within seconds.
+//! - [`attempt`]: runs one attempt of a job and writes its end durably (retry with backoff,
+//!   dead, killed, deferred) — what apalis would otherwise re-run at once.
+//! - [`cron`]: the nightly sweeps, each firing claimed once fleet-wide, missed ones caught up.
+
+pub mod attempt;
+pub mod cron;
+pub mod queues;
 
 use std::time::Duration;
 
-use apalis::prelude::Monitor;
-use jobs::Store;
+use jobs::job::JobContext;
 pub use tokio_util::sync::CancellationToken;
 
 /// How long running jobs get to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Identity and wiring of one worker process.
+/// Concurrency and claim batch of one queue.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueConfig {
+    pub concurrency: usize,
+    /// Jobs claimed per fetch; near the concurrency, so a worker does not hoard long jobs.
+    pub batch: usize,
+}
+
 #[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub connect: QueueConfig,
+    pub refresh: QueueConfig,
+    pub sync: QueueConfig,
+    pub notify: QueueConfig,
+    /// How often an idle worker looks for due jobs (also its heartbeat). PostgreSQL workers
+    /// also hear new jobs at once through LISTEN/NOTIFY.
+    pub poll_interval: Duration,
+    /// A worker silent this long is dead; its jobs are run again elsewhere.
+    pub orphan_after: Duration,
+    /// First retry wait; it doubles per attempt (with jitter) up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub cron: cron::CronConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            connect: QueueConfig { concurrency: 4, batch: 4 },
+            refresh: QueueConfig { concurrency: 8, batch: 8 },
+            sync: QueueConfig { concurrency: 8, batch: 8 },
+            notify: QueueConfig { concurrency: 4, batch: 4 },
+            poll_interval: Duration::from_millis(500),
+            orphan_after: Duration::from_secs(5),
+            retry_base: Duration::from_secs(5),
+            retry_cap: Duration::from_secs(3600),
+            cron: cron::CronConfig::default(),
+        }
+    }
+}
+
+/// Identity and wiring of one worker process.
+#[derive(Clone)]
 pub struct WorkerSetup {
-    pub store: Store,
-    /// Unique per process (see [`process_name`]), so a restarted process never inherits the
-    /// jobs its predecessor held: they are rescued as orphans instead.
-    pub name: String,
+    /// Its `worker` is this process's unique name (see [`process_name`]), so a restarted
+    /// process never inherits its predecessor's jobs: they are rescued as orphans instead.
+    pub context: JobContext,
+    pub config: WorkerConfig,
 }
 
 /// A name unique to this process: host, pid and a random suffix.
@@ -33,20 +79,26 @@ pub fn process_name() -> String {
     format!("{host}-{}-{suffix}", std::process::id())
 }
 
-/// Runs the queues until `shutdown` is cancelled, then gives running jobs [`SHUTDOWN_GRACE`].
+/// Runs the queues and the cron producers until `shutdown` is cancelled, then gives running
+/// jobs [`SHUTDOWN_GRACE`]; jobs claimed but not started go back to their queue.
 pub async fn run_workers(setup: WorkerSetup, shutdown: CancellationToken) -> std::io::Result<()> {
-    tracing::info!(worker = %setup.name, database = setup.store.backend_name(), queues = 0, "worker started");
+    let name = setup.context.worker.clone();
+    tracing::info!(worker = %name, database = setup.context.store.backend_name(), queues = "connect, refresh, sync, notify", "worker started");
+    let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), shutdown.clone()));
+    let monitor = queues::monitor(&setup);
     let signal = shutdown.clone();
-    Monitor::new()
-        .shutdown_timeout(SHUTDOWN_GRACE)
+    let result = monitor
         .run_with_signal(async move {
             signal.cancelled().await;
             Ok(())
         })
-        .await
-        .map_err(std::io::Error::other)?;
-    // An empty monitor returns at once; the process still lives until it is told to stop.
-    shutdown.cancelled().await;
-    tracing::info!(worker = %setup.name, "worker stopped");
+        .await;
+    shutdown.cancel();
+    let _ = cron.await;
+    if let Err(e) = result {
+        tracing::error!(worker = %name, error = %e, "a queue worker failed");
+        return Err(std::io::Error::other(e));
+    }
+    tracing::info!(worker = %name, "worker stopped");
     Ok(())
 }

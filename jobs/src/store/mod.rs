@@ -74,6 +74,14 @@ pub enum Pool {
 }
 
 impl Pool {
+    /// A pair of SQL fragments for this backend.
+    pub fn pick2(&self, postgres: (&'static str, &'static str), sqlite: (&'static str, &'static str)) -> (&'static str, &'static str) {
+        match self {
+            Pool::Postgres(_) => postgres,
+            Pool::Sqlite(_) => sqlite,
+        }
+    }
+
     /// The SQL text for this backend, where the dialects differ.
     pub fn pick(&self, postgres: &'static str, sqlite: &'static str) -> &'static str {
         match self {

@@ -11,6 +11,12 @@ impl Store {
     /// Claims the next start slot on `key`: `max(next_at, now)`, and moves the gate to that
     /// slot plus `spacing`. The caller waits until the returned slot (or reschedules to it).
     pub async fn claim_pacing_slot(&self, key: &str, spacing: Duration, now: Timestamp) -> Result<Timestamp> {
+        self.claim_pacing_slots(key, spacing, 1, now).await
+    }
+
+    /// Claims `count` consecutive slots at once (a sweep spreading a chunk of syncs); returns
+    /// the first. Slot `i` is the first plus `i × spacing`.
+    pub async fn claim_pacing_slots(&self, key: &str, spacing: Duration, count: u32, now: Timestamp) -> Result<Timestamp> {
         let sql = self.pool().pick(
             "INSERT INTO pacing_gates (key, next_at) VALUES ($1, $2 + $3)
              ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(pacing_gates.next_at, $2) + $3
@@ -19,7 +25,7 @@ impl Store {
              ON CONFLICT (key) DO UPDATE SET next_at = MAX(pacing_gates.next_at, $2) + $3
              RETURNING next_at - $3",
         );
-        let spacing = spacing.as_millis() as i64;
+        let spacing = spacing.as_millis() as i64 * i64::from(count.max(1));
         let slot: i64 = on_pool!(self, p => sqlx::query_scalar(sql)
             .bind(key).bind(now).bind(spacing).fetch_one(p).await?);
         Ok(Timestamp(slot))

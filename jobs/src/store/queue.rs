@@ -105,7 +105,7 @@ impl Store {
 
     async fn insert_jobs(&self, jobs: &[NewJob], id: Option<&str>) -> Result<u64> {
         let table = self.jobs_table();
-        let run_at = self.pool().pick("to_timestamp(", "(");
+        let (run_at, run_at_end) = self.pool().pick2(("to_timestamp(", "::float8 / 1000)"), ("(", " / 1000)"));
         let head = format!(
             "INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) "
         );
@@ -119,8 +119,8 @@ impl Store {
                     .push("0")
                     .push_bind(job.max_attempts)
                     .push(run_at)
-                    .push_bind_unseparated(job.run_at.millis() as f64 / 1000.0)
-                    .push_unseparated(")")
+                    .push_bind_unseparated(job.run_at.millis())
+                    .push_unseparated(run_at_end)
                     .push("0")
                     .push_bind(job.dedup_key.clone());
             });
@@ -167,7 +167,8 @@ impl Store {
         let (run_at, err_json, now) = if pg {
             ("to_timestamp($4::float8 / 1000)", "jsonb_build_object('Err', $5::text)", "now()")
         } else {
-            ("($4 / 1000)", "json_object('Err', $5)", "strftime('%s', 'now')")
+            // SQLite keeps whole seconds: round up, so a retry never runs before its backoff.
+            ("(($4 + 999) / 1000)", "json_object('Err', $5)", "strftime('%s', 'now')")
         };
         let (status, attempts, run_at_ms, text, job) = match end {
             AttemptEnd::Retry { run_at, error } => ("Failed", "$3", Some(*run_at), error.clone(), None),
@@ -187,7 +188,7 @@ impl Store {
             sets.push(format!("done_at = {now}"));
         }
         let sql = format!("UPDATE {table} SET {} WHERE id = $1 AND lock_by = $2", sets.join(", "));
-        let run_at_ms = run_at_ms.unwrap_or_default().millis() as f64;
+        let run_at_ms = run_at_ms.unwrap_or_default().millis();
         let result = on_pool!(self, p => sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id).bind(worker).bind(attempt).bind(run_at_ms).bind(&text).bind(job.map(String::into_bytes))
             .execute(p).await.map(|r| r.rows_affected()));

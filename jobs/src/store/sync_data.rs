@@ -72,6 +72,15 @@ impl Store {
         })
     }
 
+    /// Updates the names the platform reports for an account.
+    pub async fn update_profile(&self, account: AccountId, username: &str, display_name: Option<&str>, now: Timestamp) -> Result<()> {
+        const SQL: &str = "
+            UPDATE social_accounts SET username = $2, display_name = COALESCE($3, display_name), updated_at = $4
+            WHERE id = $1";
+        on_pool!(self, p => sqlx::query(SQL).bind(account).bind(username).bind(display_name).bind(now).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
     /// Notes a failed sync (its error class), leaving the last good data in place.
     pub async fn record_sync_error(&self, account: AccountId, error_class: &str, now: Timestamp) -> Result<()> {
         const SQL: &str = "UPDATE social_accounts SET last_sync_error = $2, updated_at = $3 WHERE id = $1";

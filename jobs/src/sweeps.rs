@@ -1,0 +1,64 @@
+//! The nightly safety nets: enqueue a refresh for every active account whose token expires
+//! within a week, and a sync for every active account not synced for 12 hours. Both page by
+//! id and enqueue a chunk per statement; syncs get consecutive pacing slots as their run
+//! times, so the queue holds no jobs that would only wait.
+
+use std::{collections::HashMap, time::Duration};
+
+use crate::{
+    domain::{AccountId, Platform},
+    job::JobSettings,
+    refresh,
+    store::{Result, Store},
+    sync::{self, SyncReason},
+    time::Timestamp,
+};
+
+/// Schedule names, as stored in `cron_runs`: never rename.
+pub const REFRESH_SWEEP: &str = "token_refresh";
+pub const SYNC_SWEEP: &str = "data_sync";
+
+pub const REFRESH_HORIZON: Duration = Duration::from_secs(7 * 86_400);
+pub const SYNC_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
+
+/// Enqueues the refresh sweep; returns how many jobs it created.
+pub async fn refresh_sweep(store: &Store, now: Timestamp, chunk: u32) -> Result<u64> {
+    let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
+    loop {
+        let ids = store.accounts_due_for_refresh(now.plus(REFRESH_HORIZON), after, chunk).await?;
+        let Some(last) = ids.last() else { break };
+        after = *last;
+        seen += ids.len() as u64;
+        let jobs: Vec<_> = ids.iter().map(|id| refresh::job(*id, now, now)).collect();
+        created += store.enqueue_many(&jobs).await?;
+        tracing::info!(target: "token_refresh", enqueued = created, scanned = seen, "refresh sweep progress");
+    }
+    Ok(created)
+}
+
+/// Enqueues the sync sweep; returns how many jobs it created.
+pub async fn sync_sweep(store: &Store, settings: &JobSettings, now: Timestamp, chunk: u32) -> Result<u64> {
+    let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
+    loop {
+        let rows = store.accounts_stale_for_sync(now.minus(SYNC_STALE_AFTER), after, chunk).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        seen += rows.len() as u64;
+        let mut by_platform: HashMap<Platform, Vec<AccountId>> = HashMap::new();
+        for (id, platform) in rows {
+            by_platform.entry(platform).or_default().push(id);
+        }
+        let mut jobs = Vec::new();
+        for (platform, ids) in by_platform {
+            let spacing = settings.spacing(platform);
+            let first = store.claim_pacing_slots(platform.as_str(), spacing, ids.len() as u32, now).await?;
+            for (i, id) in ids.into_iter().enumerate() {
+                let slot = first.plus(spacing * i as u32);
+                jobs.push(sync::job(id, SyncReason::Nightly, slot, Some(slot)));
+            }
+        }
+        created += store.enqueue_many(&jobs).await?;
+        tracing::info!(target: "data_sync", enqueued = created, scanned = seen, "sync sweep progress");
+    }
+    Ok(created)
+}

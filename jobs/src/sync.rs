@@ -1,0 +1,133 @@
+//! `sync`: reads one account's profile and recent posts, at the platform's pace.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clients::PlatformError,
+    domain::{AccountId, AccountStatus},
+    job::{JobContext, JobError, Outcome},
+    refresh,
+    store::{NewJob, Snapshot},
+    time::Timestamp,
+};
+
+/// The queue name. Stored in every queued job: never rename.
+pub const KIND: &str = "sync";
+pub const MAX_ATTEMPTS: i32 = 5;
+/// A token closer than this to expiry is refreshed before the sync uses it.
+const FRESH_FOR: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncReason {
+    #[default]
+    Manual,
+    Connect,
+    Nightly,
+}
+
+/// Stored in the queue; outlives deploys. Add fields only with `#[serde(default)]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncAccount {
+    pub account_id: AccountId,
+    #[serde(default)]
+    pub reason: SyncReason,
+    /// A pacing slot already claimed for this job (by the sweep, or before a deferral).
+    #[serde(default)]
+    pub slot: Option<Timestamp>,
+}
+
+/// The job syncing `account`, at most one waiting per account.
+pub fn job(account: AccountId, reason: SyncReason, run_at: Timestamp, slot: Option<Timestamp>) -> NewJob {
+    NewJob {
+        queue: KIND,
+        payload: serde_json::to_value(SyncAccount { account_id: account, reason, slot }).expect("serializes"),
+        run_at,
+        max_attempts: MAX_ATTEMPTS,
+        dedup_key: Some(format!("{KIND}:{account}")),
+    }
+}
+
+pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError> {
+    let id = args.account_id;
+    let Some(mut account) = cx.store.account(id).await? else { return Ok(Outcome::Skipped("account is gone".into())) };
+    if account.status != AccountStatus::Active {
+        return Ok(Outcome::Skipped(format!("account is {}", account.status)));
+    }
+    let defer = |until: Timestamp, slot: Option<Timestamp>| JobError::Defer {
+        until,
+        payload: serde_json::to_value(SyncAccount { slot, ..args.clone() }).expect("serializes"),
+    };
+
+    // A token about to expire is refreshed first, through the same single-flight path.
+    let now = cx.now();
+    if account.access_expires_at.is_none_or(|e| e < now.plus(FRESH_FOR)) {
+        match refresh::refresh_account(cx, id, Some(now)).await {
+            Ok(_) => {}
+            Err(JobError::Defer { until, .. }) => return Err(defer(until, args.slot)),
+            Err(e) => return Err(e),
+        }
+        account = match cx.store.account(id).await? {
+            Some(a) if a.status == AccountStatus::Active => a,
+            _ => return Ok(Outcome::Skipped("account is no longer active".into())),
+        };
+    }
+
+    // Pacing: a slot claimed earlier is ours unless we are well past it.
+    let spacing = cx.settings.spacing(account.platform);
+    let now = cx.now();
+    let slot = match args.slot {
+        Some(s) if now <= s.plus(spacing / 2) => s,
+        _ => cx.store.claim_pacing_slot(account.platform.as_str(), spacing, now).await?,
+    };
+    let wait = now.until(slot);
+    if wait > cx.settings.max_pacing_wait {
+        return Err(defer(slot, Some(slot)));
+    }
+    tokio::time::sleep(wait).await;
+    tracing::debug!(target: "data_sync", account_id = %id, pacing_wait_ms = wait.as_millis() as u64, "pacing slot reached");
+
+    let started = Instant::now();
+    let (access, _) = refresh::open_tokens(cx, &account).await?;
+    let client = cx.clients.get(account.platform);
+    let read = async {
+        let profile = client.profile(&access, &account.scopes).await?;
+        let posts = client.posts(&access, &account.scopes, cx.settings.sync_post_cap).await?;
+        Ok::<_, PlatformError>((profile, posts))
+    };
+    match read.await {
+        Ok((profile, posts)) => {
+            let now = cx.now();
+            let snap = Snapshot {
+                taken_at: now,
+                followers_count: profile.followers,
+                following_count: profile.following,
+                media_count: profile.media_count,
+                likes_count: profile.likes,
+            };
+            if !profile.username.is_empty() {
+                cx.store.update_profile(id, &profile.username, profile.display_name.as_deref(), now).await?;
+            }
+            cx.store.save_sync(id, &snap, &posts, now).await?;
+            let took = started.elapsed();
+            tracing::info!(target: "data_sync", account_id = %id, platform = %account.platform, posts = posts.len(), duration_ms = took.as_millis() as u64, "account synced");
+            Ok(Outcome::Done(format!("{} posts in {} ms", posts.len(), took.as_millis())))
+        }
+        // An access token the platform calls invalid may simply have expired early: refresh
+        // once; only a refused refresh marks the account for reconnection.
+        Err(PlatformError::Permanent { code, .. }) => match refresh::refresh_account(cx, id, Some(cx.now())).await {
+            Ok(Outcome::Done(_)) => Err(JobError::Retry { class: "token_renewed", message: format!("{code}; token renewed, syncing again"), after: Some(Duration::from_secs(1)) }),
+            Ok(Outcome::Skipped(why)) => Err(JobError::GiveUp { class: "permanent", message: format!("{code}; {why}") }),
+            Err(e) => Err(e),
+        },
+        Err(e) => {
+            if let PlatformError::Transient(_) = e {
+                cx.store.record_sync_error(id, "transient", cx.now()).await?;
+            }
+            Err(refresh::handle_platform_error(cx, &account, e, "data_sync").await?)
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! One attempt of one job: decode, run the handler, record it in `job_runs`, and end it
+//! durably in the queue table.
+
+use std::{sync::Arc, time::Duration};
+
+use jobs::{
+    AccountId, connect,
+    job::{JobContext, JobError, Outcome, backoff},
+    notify, refresh,
+    store::{AttemptEnd, JobOutcome, JobRunStart},
+    sync,
+};
+use serde_json::Value;
+use tracing::Instrument;
+
+/// What the handler of one queue needs.
+pub struct QueueRuntime {
+    pub kind: &'static str,
+    pub cx: JobContext,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+/// The attempt limit of each queue.
+pub fn max_attempts(kind: &str) -> i32 {
+    match kind {
+        connect::KIND => connect::MAX_ATTEMPTS,
+        refresh::KIND => refresh::MAX_ATTEMPTS,
+        sync::KIND => sync::MAX_ATTEMPTS,
+        notify::KIND => notify::MAX_ATTEMPTS,
+        _ => 1,
+    }
+}
+
+async fn dispatch(kind: &str, args: Value, cx: &JobContext) -> Result<Outcome, JobError> {
+    fn decode<T: serde::de::DeserializeOwned>(args: Value) -> Result<T, JobError> {
+        serde_json::from_value(args).map_err(|e| JobError::GiveUp { class: "bad_payload", message: e.to_string() })
+    }
+    match kind {
+        connect::KIND => connect::run(decode(args)?, cx).await,
+        refresh::KIND => refresh::run(decode(args)?, cx).await,
+        sync::KIND => sync::run(decode(args)?, cx).await,
+        notify::KIND => notify::run(decode(args)?, cx).await,
+        other => Err(JobError::GiveUp { class: "unknown_queue", message: format!("no handler for queue {other}") }),
+    }
+}
+
+/// Runs attempt `attempt` (1-based) of job `job_id`. Returns `Err` only when the outcome could
+/// not be written; apalis then records the failure itself.
+pub async fn run(rt: Arc<QueueRuntime>, job_id: String, attempt: i32, args: Value) -> Result<(), String> {
+    let account_id = args.get("account_id").and_then(Value::as_i64).map(AccountId);
+    let span = tracing::info_span!("job", job.kind = rt.kind, job.id = %job_id, job.attempt = attempt, account_id = account_id.map(|a| a.0));
+    run_in_span(&rt, &job_id, attempt, account_id, args).instrument(span).await
+}
+
+async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: Option<AccountId>, args: Value) -> Result<(), String> {
+    let cx = &rt.cx;
+    let start = JobRunStart { queue: rt.kind, job_id, account_id, attempt, worker: &cx.worker };
+    let run_id = cx.store.start_job_run(&start, cx.now()).await.map_err(|e| e.to_string())?;
+
+    let result = dispatch(rt.kind, args, cx).await;
+
+    let now = cx.now();
+    let max = max_attempts(rt.kind);
+    let (end, outcome, class, message) = match &result {
+        Ok(o) => {
+            let text = match o {
+                Outcome::Done(t) | Outcome::Skipped(t) => t.clone(),
+            };
+            tracing::info!(outcome = %text, "job succeeded");
+            (None, JobOutcome::Succeeded, None, None)
+        }
+        Err(JobError::Defer { until, payload }) => {
+            tracing::debug!(until = %until, "job deferred");
+            (Some(AttemptEnd::Defer { run_at: *until, payload: payload.clone() }), JobOutcome::Deferred, None, None)
+        }
+        Err(e @ JobError::GiveUp { class, message }) => {
+            tracing::warn!(error = %e, "job failed for good");
+            (Some(AttemptEnd::Killed { error: e.to_string() }), JobOutcome::Dead, Some(*class), Some(message.clone()))
+        }
+        Err(e @ JobError::Retry { class, message, after }) => {
+            if attempt >= max {
+                tracing::warn!(error = %e, attempts = attempt, "job failed on its last attempt; it is dead");
+                (Some(AttemptEnd::Dead { error: e.to_string() }), JobOutcome::Dead, Some(*class), Some(message.clone()))
+            } else {
+                let wait = backoff(attempt as u32, rt.retry_base, rt.retry_cap).max(after.unwrap_or_default());
+                tracing::info!(error = %e, retry_in_ms = wait.as_millis() as u64, "job failed; retrying later");
+                (Some(AttemptEnd::Retry { run_at: now.plus(wait), error: e.to_string() }), JobOutcome::Retrying, Some(*class), Some(message.clone()))
+            }
+        }
+    };
+    if let Some(end) = &end {
+        // The attempt is counted here, except for a deferral, which never ran.
+        let counted = if matches!(end, AttemptEnd::Defer { .. }) { attempt - 1 } else { attempt };
+        let held = cx.store.end_attempt(job_id, &cx.worker, counted, end).await.map_err(|e| e.to_string())?;
+        if !held {
+            tracing::warn!("the job was rescued from this worker meanwhile; its end is not recorded");
+        }
+    }
+    cx.store
+        .finish_job_run(run_id, outcome, class, message.as_deref(), now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The nightly producers. Every worker process runs this clock; each firing is claimed once in
+//! `cron_runs` (insert-or-skip), so however many processes run, a firing produces its batch
+//! once. At start, the latest firing that should have happened is claimed too, so one missed
+//! while every worker was down is caught up (once).
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use jobs::{job::JobContext, sweeps, time::Timestamp};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct CronConfig {
+    /// Cron expressions (5 fields, or 6 with seconds first).
+    pub refresh_schedule: String,
+    pub sync_schedule: String,
+    pub timezone: Tz,
+    /// Accounts per enqueue statement.
+    pub chunk: u32,
+    /// A missed firing older than this is not caught up.
+    pub catch_up_within: Duration,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        Self {
+            refresh_schedule: "0 2 * * *".into(),
+            sync_schedule: "0 3 * * *".into(),
+            timezone: Tz::UTC,
+            chunk: 1000,
+            catch_up_within: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Parses a 5- or 6-field cron expression.
+pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = if fields == 5 { format!("0 {expr}") } else { expr.to_owned() };
+    cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+}
+
+/// The latest firing at or before `now` within `window`, if any.
+pub fn previous(schedule: &cron::Schedule, tz: Tz, now: DateTime<Utc>, window: Duration) -> Option<DateTime<Utc>> {
+    let from = (now - chrono::Duration::from_std(window).ok()?).with_timezone(&tz);
+    schedule.after(&from).map(|t| t.with_timezone(&Utc)).take_while(|t| *t <= now).last()
+}
+
+pub async fn run(cx: JobContext, cfg: CronConfig, shutdown: CancellationToken) {
+    let mut schedules = vec![];
+    for (name, expr) in [(sweeps::REFRESH_SWEEP, &cfg.refresh_schedule), (sweeps::SYNC_SWEEP, &cfg.sync_schedule)] {
+        match parse(expr) {
+            Ok(s) => schedules.push((name, s)),
+            Err(e) => tracing::error!(schedule = name, error = %e, "schedule disabled"),
+        }
+    }
+    let tasks: Vec<_> = schedules
+        .into_iter()
+        .map(|(name, schedule)| tokio::spawn(run_schedule(cx.clone(), cfg.clone(), name, schedule, shutdown.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn run_schedule(cx: JobContext, cfg: CronConfig, name: &'static str, schedule: cron::Schedule, shutdown: CancellationToken) {
+    let now = cx.now().to_datetime();
+    if let Some(missed) = previous(&schedule, cfg.timezone, now, cfg.catch_up_within) {
+        fire(&cx, &cfg, name, missed, true).await;
+    }
+    loop {
+        let now = cx.now().to_datetime();
+        let Some(next) = schedule.after(&now.with_timezone(&cfg.timezone)).next().map(|t| t.with_timezone(&Utc)) else { return };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        fire(&cx, &cfg, name, next, false).await;
+    }
+}
+
+/// Claims one firing and, if this process won it, runs its sweep.
+async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTime<Utc>, catch_up: bool) {
+    let at = Timestamp::from(at);
+    let claimed = match cx.store.claim_cron_run(name, at, &cx.worker, cx.now()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(schedule = name, fire_at = %at, error = %e, "cannot claim the firing");
+            return;
+        }
+    };
+    if !claimed {
+        return;
+    }
+    tracing::info!(schedule = name, fire_at = %at, catch_up, "sweep started");
+    let now = cx.now();
+    let result = match name {
+        sweeps::REFRESH_SWEEP => sweeps::refresh_sweep(&cx.store, now, cfg.chunk).await,
+        _ => sweeps::sync_sweep(&cx.store, &cx.settings, now, cfg.chunk).await,
+    };
+    let (count, outcome) = match &result {
+        Ok(n) => (*n as i64, "ok".to_owned()),
+        Err(e) => (0, format!("failed: {e}")),
+    };
+    if let Err(e) = cx.store.finish_cron_run(name, at, count, &outcome, cx.now()).await {
+        tracing::error!(schedule = name, error = %e, "cannot record the sweep's outcome");
+    }
+    tracing::info!(schedule = name, fire_at = %at, jobs = count, outcome = %outcome, "sweep finished");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previous_firing_within_the_window() {
+        let s = parse("0 2 * * *").unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z").unwrap().to_utc();
+        let prev = previous(&s, Tz::UTC, now, Duration::from_secs(86_400)).unwrap();
+        assert_eq!(prev.to_rfc3339(), "2026-11-26T02:00:00+00:00");
+        let early = DateTime::parse_from_rfc3339("2026-11-26T01:00:00Z").unwrap().to_utc();
+        assert!(previous(&s, Tz::UTC, early, Duration::from_secs(3600)).is_none());
+        let berlin = previous(&s, Tz::Europe__Berlin, now, Duration::from_secs(86_400)).unwrap();
+        assert_eq!(berlin.to_rfc3339(), "2026-11-26T01:00:00+00:00", "02:00 in Berlin is 01:00 UTC in winter");
+        assert!(parse("not cron").is_err());
+        assert!(parse("*/5 * * * * *").is_ok(), "six fields with seconds");
+    }
+}

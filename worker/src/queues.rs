@@ -1,0 +1,66 @@
+//! The apalis side: a storage and a worker per queue, on PostgreSQL or SQLite.
+//!
+//! Settings that make apalis meet DESIGN.md §10: queue names from each job's `KIND`; a
+//! heartbeat of `poll_interval` (apalis fetches on it, so an idle worker sees due jobs within
+//! it) plus LISTEN/NOTIFY on PostgreSQL; orphans rescued after `orphan_after`; workers named
+//! per process; a failed worker restarted by the monitor.
+
+use std::sync::Arc;
+
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use jobs::{connect, notify, refresh, store::Pool, sync};
+use serde_json::Value;
+
+use crate::{QueueConfig, SHUTDOWN_GRACE, WorkerSetup, attempt::QueueRuntime};
+
+/// The queues, with their settings.
+fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 4] {
+    let c = &setup.config;
+    [(connect::KIND, c.connect), (refresh::KIND, c.refresh), (sync::KIND, c.sync), (notify::KIND, c.notify)]
+}
+
+/// The apalis handler of every queue: one attempt, its end written by [`crate::attempt`].
+async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<QueueRuntime>>) -> Result<(), BoxDynError> {
+    let rt: Arc<QueueRuntime> = (*rt).clone();
+    crate::attempt::run(rt, task_id.to_string(), attempt.current() as i32, args).await.map_err(Into::into)
+}
+
+/// A monitor with a worker per queue, ready to run.
+pub fn monitor(setup: &WorkerSetup) -> Monitor {
+    let cfg = &setup.config;
+    let missed = (cfg.orphan_after.as_millis() / cfg.poll_interval.as_millis().max(1)).max(2) as usize;
+    let mut monitor = Monitor::new()
+        .shutdown_timeout(SHUTDOWN_GRACE)
+        .should_restart(|ctx, err| {
+            tracing::error!(worker = %ctx.name(), error = %err, "queue worker failed; restarting it");
+            true
+        });
+    for (kind, q) in queues(setup) {
+        let rt = Arc::new(QueueRuntime { kind, cx: setup.context.clone(), retry_base: cfg.retry_base, retry_cap: cfg.retry_cap });
+        let name = format!("{}.{kind}", setup.context.worker);
+        let poll = cfg.poll_interval;
+        monitor = match setup.context.store.pool().clone() {
+            Pool::Postgres(pool) => monitor.register(move |_| {
+                let config = apalis_postgres::Config::default()
+                    .queue(kind)
+                    .batch_size(q.batch.max(1))
+                    .heartbeat_interval(poll)
+                    .missed_heartbeats(missed);
+                let storage = PostgresStorage::<Value>::new(&pool).with_config(config).with_pubsub();
+                WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
+            }),
+            Pool::Sqlite(pool) => monitor.register(move |_| {
+                let config = apalis_sqlite::Config::default()
+                    .queue(kind)
+                    .batch_size(q.batch.max(1))
+                    .heartbeat_interval(poll)
+                    .missed_heartbeats(missed);
+                let storage = SqliteStorage::<Value>::new(&pool).with_config(config);
+                WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
+            }),
+        };
+    }
+    monitor
+}
