@@ -24,6 +24,8 @@ pub struct JobSettings {
     pub tiktok_refresh_lead: Duration,
     /// How long a refresh holds an account's lease (longer than any platform call).
     pub lease_ttl: Duration,
+    /// A sync refreshes first when the access token expires sooner than this.
+    pub sync_token_margin: Duration,
     /// Posts read per sync, at most.
     pub sync_post_cap: usize,
     pub notify_webhook_url: Option<String>,
@@ -39,6 +41,7 @@ impl Default for JobSettings {
             instagram_refresh_lead: Duration::from_secs(7 * 86_400),
             tiktok_refresh_lead: Duration::from_secs(30 * 60),
             lease_ttl: Duration::from_secs(60),
+            sync_token_margin: Duration::from_secs(5 * 60),
             sync_post_cap: 1000,
             notify_webhook_url: None,
             notify_webhook_secret: None,

@@ -64,7 +64,7 @@ pub async fn run(args: RefreshToken, cx: &JobContext) -> Result<Outcome, JobErro
 pub async fn refresh_account(cx: &JobContext, id: AccountId, planned_at: Option<Timestamp>) -> Result<Outcome, JobError> {
     let Some(account) = cx.store.account(id).await? else { return Ok(Outcome::Skipped("account is gone".into())) };
     if let Some(skip) = needless(&account, planned_at) {
-        return Ok(skip);
+        return replan(cx, &account, skip).await;
     }
     let now = cx.now();
     if !cx.store.take_lease(id, &cx.worker, now, cx.settings.lease_ttl).await? {
@@ -81,6 +81,15 @@ pub async fn refresh_account(cx: &JobContext, id: AccountId, planned_at: Option<
     result
 }
 
+/// A skipped refresh makes sure the account's next one is queued: the refresh that made this
+/// one needless may have found this job waiting and so queued nothing.
+async fn replan(cx: &JobContext, a: &Account, skip: Outcome) -> Result<Outcome, JobError> {
+    if let (AccountStatus::Active, Some(next)) = (a.status, a.next_refresh_at) {
+        cx.store.enqueue(&job(a.id, next, cx.now())).await?;
+    }
+    Ok(skip)
+}
+
 fn needless(a: &Account, planned_at: Option<Timestamp>) -> Option<Outcome> {
     if a.status != AccountStatus::Active {
         return Some(Outcome::Skipped(format!("account is {}", a.status)));
@@ -95,7 +104,7 @@ async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Times
     // Re-read under the lease: the previous holder may have just stored new tokens.
     let Some(account) = cx.store.account(id).await? else { return Ok(Outcome::Skipped("account is gone".into())) };
     if let Some(skip) = needless(&account, planned_at) {
-        return Ok(skip);
+        return replan(cx, &account, skip).await;
     }
     let now = cx.now();
     if account.platform == Platform::Instagram {

@@ -16,8 +16,6 @@ use crate::{
 /// The queue name. Stored in every queued job: never rename.
 pub const KIND: &str = "sync";
 pub const MAX_ATTEMPTS: i32 = 5;
-/// A token closer than this to expiry is refreshed before the sync uses it.
-const FRESH_FOR: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,7 +62,7 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
 
     // A token about to expire is refreshed first, through the same single-flight path.
     let now = cx.now();
-    if account.access_expires_at.is_none_or(|e| e < now.plus(FRESH_FOR)) {
+    if account.access_expires_at.is_none_or(|e| e < now.plus(cx.settings.sync_token_margin)) {
         match refresh::refresh_account(cx, id, Some(now)).await {
             Ok(_) => {}
             Err(JobError::Defer { until, .. }) => return Err(defer(until, args.slot)),

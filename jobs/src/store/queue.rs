@@ -67,7 +67,8 @@ pub enum AttemptEnd {
     Defer { run_at: Timestamp, payload: serde_json::Value },
 }
 
-const PENDING: &str = "(status IN ('Pending', 'Queued') OR (status = 'Failed' AND attempts < max_attempts))";
+/// A job waiting to be claimed or retried: what the dedup index covers.
+const PENDING: &str = "(status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))";
 
 /// A fresh job id (apalis ids are ULIDs).
 pub fn new_job_id() -> String {

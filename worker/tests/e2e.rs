@@ -1,0 +1,225 @@
+//! The workers end to end in one process, on PostgreSQL and on SQLite, against the sandbox:
+//! connect → first sync → planned refresh → revoked consent → reauth and one signed webhook.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use jobs::{
+    AccountStatus, Platform, Secret, Store, SystemClock, Timestamp, Vault, VaultKey,
+    clients::{Clients, tiktok},
+    connect,
+    job::{JobContext, JobSettings},
+    store::NewOAuthState,
+    sync::{self, SyncReason},
+    vault::Aad,
+};
+use serde_json::json;
+use testkit::{
+    both_backends,
+    platform::{SandboxServer, param},
+};
+use worker::{CancellationToken, WorkerConfig, WorkerSetup};
+
+/// Waits for `check` to hold, polling the database; panics with `what` after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook receiver that keeps what it is sent.
+struct Webhook {
+    url: String,
+    received: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+}
+
+async fn webhook() -> Webhook {
+    use poem::{EndpointExt, Route, handler, post, web::Data};
+    type Store = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+    #[handler]
+    fn receive(req: &poem::Request, body: Vec<u8>, seen: Data<&Store>) -> &'static str {
+        let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        seen.lock().unwrap().push((h("x-socialsync-timestamp"), h("x-socialsync-signature"), body));
+        "ok"
+    }
+    let received: Store = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = Route::new().at("/hook", post(receive)).data(received.clone());
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    Webhook { url, received }
+}
+
+fn context(store: &Store, sb: &SandboxServer, vault: &Vault, hook: &Webhook) -> JobContext {
+    JobContext {
+        store: store.clone(),
+        vault: vault.clone(),
+        clients: Clients::new(&sb.platforms(Duration::from_secs(5))),
+        clock: Arc::new(SystemClock),
+        settings: JobSettings {
+            instagram_spacing: Duration::from_millis(50),
+            tiktok_spacing: Duration::from_millis(50),
+            sync_token_margin: Duration::from_secs(1),
+            notify_webhook_url: Some(hook.url.clone()),
+            notify_webhook_secret: Some(Secret::from("hook-secret")),
+            ..JobSettings::default()
+        },
+        worker: worker::process_name(),
+        http: reqwest::Client::new(),
+    }
+}
+
+fn fast_config() -> WorkerConfig {
+    // RUST_LOG=info shows the workers' log when a test here fails.
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    WorkerConfig {
+        poll_interval: Duration::from_millis(100),
+        retry_base: Duration::from_millis(400),
+        ..WorkerConfig::default()
+    }
+}
+
+/// What the API's connect and callback do: a state, the user's consent, the sealed code.
+async fn start_connect(store: &Store, vault: &Vault, sb: &SandboxServer, clients: &Clients, username: &str) -> String {
+    let hash = format!("state-{username}");
+    let verifier = tiktok::pkce_verifier();
+    let now = Timestamp::now();
+    store
+        .create_oauth_state(
+            &NewOAuthState {
+                state_hash: hash.clone(),
+                user_id: "user-1".into(),
+                platform: Platform::Tiktok,
+                pkce_verifier: Some(vault.seal(&Aad::oauth_state(&hash, "pkce_verifier"), &verifier)),
+                redirect_to: None,
+                expires_at: now.plus(Duration::from_secs(600)),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let url = jobs::clients::PlatformClient::authorization_url(&clients.tiktok, "st", Some(&tiktok::pkce_challenge(&verifier)));
+    let redirect = sb.consent(&url, &sb.account_id(username).await, true).await;
+    let code = Secret::new(param(&redirect, "code").unwrap());
+    let sealed = vault.seal(&Aad::oauth_state(&hash, "code"), &code);
+    store.consume_oauth_state(&hash, Platform::Tiktok, Some(&sealed), now).await.unwrap().unwrap();
+    store.enqueue(&connect::job(&hash, now)).await.unwrap();
+    hash
+}
+
+both_backends! {
+    async fn connect_sync_refresh_then_reauth_with_one_signed_notification(db: TestDb) {
+        let sb = SandboxServer::start().await;
+        // Short TikTok tokens, so the planned refresh comes due within the test.
+        sb.settings(json!({ "tiktok_access_ttl_secs": 6, "tiktok_rotation": "strict" })).await;
+        let hook = webhook().await;
+        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+        let cx = context(&db.store, &sb, &vault, &hook);
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config: fast_config() }, shutdown.clone()));
+
+        let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "dance.daily").await;
+        let store = db.store.clone();
+        eventually(Duration::from_secs(30), "connected and synced", || {
+            let store = store.clone();
+            let hash = hash.clone();
+            async move {
+                let Some(id) = store.oauth_state(&hash).await.unwrap().and_then(|s| s.account_id) else { return false };
+                store.account(id).await.unwrap().is_some_and(|a| a.last_synced_at.is_some())
+            }
+        }).await;
+        let id = db.store.oauth_state(&hash).await.unwrap().unwrap().account_id.unwrap();
+        let account = db.store.account(id).await.unwrap().unwrap();
+        assert_eq!((account.username.as_str(), account.status), ("dance.daily", AccountStatus::Active));
+        assert_eq!(db.store.post_count(id).await.unwrap(), 250);
+        let snap = &db.store.snapshots(id, 1).await.unwrap()[0];
+        assert_eq!(snap.followers_count, Some(1_204_551));
+        let first_token = account.access_token.clone().unwrap();
+
+        // The planned refresh (half the 6 s lifetime) runs and stores a new token.
+        eventually(Duration::from_secs(30), "the planned refresh", || {
+            let store = store.clone();
+            let first = first_token.clone();
+            async move { store.account(id).await.unwrap().unwrap().access_token.is_some_and(|t| t != first) }
+        }).await;
+        let refreshed = db.store.account(id).await.unwrap().unwrap();
+        assert!(refreshed.last_refreshed_at.is_some());
+        assert!(refreshed.next_refresh_at > refreshed.last_refreshed_at);
+
+        // Revoked consent: the next refresh is refused for good.
+        sb.switches("tiktok", &account.platform_user_id, json!({ "consent_revoked": true })).await;
+        eventually(Duration::from_secs(30), "reauth_required and the webhook", || {
+            let store = store.clone();
+            let received = hook.received.clone();
+            async move {
+                store.account(id).await.unwrap().unwrap().status == AccountStatus::ReauthRequired
+                    && !received.lock().unwrap().is_empty()
+            }
+        }).await;
+        // Give a duplicate delivery the chance to show up before counting.
+        let notes = db.store.notifications_of_user("user-1", 10).await.unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].delivered_at.is_some());
+        let (ts, sig, body) = hook.received.lock().unwrap()[0].clone();
+        assert_eq!(sig, jobs::notify::signature(&Secret::from("hook-secret"), ts.parse().unwrap(), &body), "the signature verifies");
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["kind"], "reauth_required");
+        assert_eq!(sent["payload"]["platform"], "tiktok");
+        assert_eq!(hook.received.lock().unwrap().len(), 1, "exactly one delivery");
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert!(!text.contains("act.") && !text.contains("rft."), "no token in the notification");
+
+        shutdown.cancel();
+        workers.await.unwrap().unwrap();
+    }
+
+    async fn a_job_failing_transiently_runs_its_attempt_limit_with_growing_gaps(db: TestDb) {
+        let sb = SandboxServer::start().await;
+        let hook = webhook().await;
+        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+        let cx = context(&db.store, &sb, &vault, &hook);
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config: fast_config() }, shutdown.clone()));
+
+        let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "quickrecipes").await;
+        let store = db.store.clone();
+        eventually(Duration::from_secs(30), "connected and synced", || {
+            let store = store.clone();
+            let hash = hash.clone();
+            async move {
+                let Some(id) = store.oauth_state(&hash).await.unwrap().and_then(|s| s.account_id) else { return false };
+                store.account(id).await.unwrap().is_some_and(|a| a.last_synced_at.is_some())
+            }
+        }).await;
+        let id = db.store.oauth_state(&hash).await.unwrap().unwrap().account_id.unwrap();
+
+        sb.faults(json!([{ "path_prefix": "tiktok/open/v2/user/info/", "error_rate": 1.0 }])).await;
+        let job = db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now(), None)).await.unwrap();
+        eventually(Duration::from_secs(60), "the job to die", || {
+            let store = store.clone();
+            let job = job.id.clone();
+            async move { store.queued_job(&job).await.unwrap().is_some_and(|j| j.status == "Failed" && j.attempts >= j.max_attempts) }
+        }).await;
+        let runs = db.store.job_runs(&job.id).await.unwrap();
+        assert_eq!(runs.len(), sync::MAX_ATTEMPTS as usize, "exactly its attempt limit");
+        assert_eq!(runs.iter().map(|r| r.attempt).collect::<Vec<_>>(), (1..=sync::MAX_ATTEMPTS).collect::<Vec<_>>());
+        assert!(runs.iter().all(|r| r.error_class.as_deref() == Some("transient")));
+        let gaps: Vec<i64> = runs.windows(2).map(|w| w[1].started_at.millis() - w[0].started_at.millis()).collect();
+        assert!(gaps.last() > gaps.first(), "gaps grow: {gaps:?}");
+        let account = db.store.account(id).await.unwrap().unwrap();
+        assert_eq!(account.status, AccountStatus::Active, "a transient failure never deactivates");
+        assert_eq!(account.last_sync_error.as_deref(), Some("transient"));
+
+        shutdown.cancel();
+        workers.await.unwrap().unwrap();
+    }
+}
