@@ -16,6 +16,8 @@ use tracing::Instrument;
 /// What the handler of one queue needs.
 pub struct QueueRuntime {
     pub kind: &'static str,
+    /// The apalis worker's name (`{process}.{kind}`): what `lock_by` holds for its jobs.
+    pub worker_name: String,
     pub cx: JobContext,
     pub retry_base: Duration,
     pub retry_cap: Duration,
@@ -92,7 +94,7 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
     if let Some(end) = &end {
         // The attempt is counted here, except for a deferral, which never ran.
         let counted = if matches!(end, AttemptEnd::Defer { .. }) { attempt - 1 } else { attempt };
-        let held = cx.store.end_attempt(job_id, &cx.worker, counted, end).await.map_err(|e| e.to_string())?;
+        let held = cx.store.end_attempt(job_id, &rt.worker_name, counted, end).await.map_err(|e| e.to_string())?;
         if !held {
             tracing::warn!("the job was rescued from this worker meanwhile; its end is not recorded");
         }

@@ -38,8 +38,14 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             true
         });
     for (kind, q) in queues(setup) {
-        let rt = Arc::new(QueueRuntime { kind, cx: setup.context.clone(), retry_base: cfg.retry_base, retry_cap: cfg.retry_cap });
         let name = format!("{}.{kind}", setup.context.worker);
+        let rt = Arc::new(QueueRuntime {
+            kind,
+            worker_name: name.clone(),
+            cx: setup.context.clone(),
+            retry_base: cfg.retry_base,
+            retry_cap: cfg.retry_cap,
+        });
         let poll = cfg.poll_interval;
         monitor = match setup.context.store.pool().clone() {
             Pool::Postgres(pool) => monitor.register(move |_| {
