@@ -67,8 +67,8 @@ pub enum AttemptEnd {
     Defer { run_at: Timestamp, payload: serde_json::Value },
 }
 
-/// A job waiting to be claimed or retried: what the dedup index covers.
-const PENDING: &str = "(status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))";
+/// A job waiting for its first run: what the dedup index covers (see migration 0002).
+const PENDING: &str = "(status = 'Pending' AND attempts = 0)";
 
 /// A fresh job id (apalis ids are ULIDs).
 pub fn new_job_id() -> String {
