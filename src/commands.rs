@@ -140,6 +140,7 @@ fn worker_setup(
         settings: settings.job_settings(config),
         worker: worker::process_name(),
         http,
+        local_gates: Default::default(),
     };
     Ok(worker::WorkerSetup { context, config: settings.worker_config()? })
 }

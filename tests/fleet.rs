@@ -143,7 +143,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_refreshes_stay_single() {
     // Slow syncs, then SIGKILL a worker while it holds running ones.
     sb.faults(json!([{ "path_prefix": "tiktok/open/v2/video/list/", "latency_ms": 1500 }])).await;
     for (id, _) in &accounts {
-        db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now(), None)).await.unwrap();
+        db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
     }
     let victim = workers[0].pid().to_string();
     eventually(Duration::from_secs(60), "the victim to run syncs", || {
@@ -277,4 +277,117 @@ async fn three_workers_run_each_cron_firing_once() {
 /// Awaits a future from inside an iterator chain (the test's runtime is multi-threaded).
 fn futures_lite_block<T>(f: impl std::future::Future<Output = Result<Vec<T>, jobs::StoreError>>) -> Vec<T> {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_holds_across_processes_and_concurrency() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    let spacing_ms = 200u64;
+    let fleet = Fleet::new(
+        &db,
+        &sb,
+        &[
+            ("PACING_TIKTOK_MS", "200"),
+            ("SYNC_CONCURRENCY", "8"),
+            ("CRON_REFRESH", "0 0 1 1 *"),
+            ("CRON_SYNC", "0 0 1 1 *"),
+        ],
+    );
+    let accounts = connected_accounts(&db, &sb, &fleet.vault, 30).await;
+    let _workers = vec![fleet.worker(), fleet.worker(), fleet.worker()];
+    let log_start = sb.admin_get("requests?limit=100000").await.as_array().unwrap().last().map_or(0, |e| e["seq"].as_u64().unwrap());
+    for (id, _) in &accounts {
+        db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+    }
+    let store = db.store.clone();
+    let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
+    eventually(Duration::from_secs(120), "every account synced", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            for id in ids {
+                if store.account(id).await.unwrap().unwrap().last_synced_at.is_none() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    // A sync starts with its profile read; the platform's log has when each arrived.
+    let log = sb.admin_get(&format!("requests?after={log_start}&limit=100000")).await;
+    let mut starts: Vec<i64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["endpoint"] == "user/info")
+        .map(|e| e["real_ms"].as_i64().unwrap())
+        .collect();
+    starts.sort();
+    if starts.len() != accounts.len() {
+        for e in log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info") {
+            println!("{e}");
+        }
+    }
+    assert_eq!(starts.len(), accounts.len(), "one start per sync");
+    let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    let closest = *gaps.iter().min().unwrap();
+    let length = starts.last().unwrap() - starts.first().unwrap();
+    let bound = accounts.len() as i64 * spacing_ms as i64;
+    println!("pacing: {} starts, closest gap {closest} ms, run {length} ms for a bound of {bound} ms", starts.len());
+    assert!(closest >= spacing_ms as i64, "two starts {closest} ms apart: {gaps:?}");
+    assert!(length <= bound * 110 / 100, "run took {length} ms, more than 10 % over {bound} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_outage_changes_no_status_and_every_sync_succeeds_after() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    let fleet = Fleet::new(&db, &sb, &[("CRON_REFRESH", "0 0 1 1 *"), ("CRON_SYNC", "0 0 1 1 *")]);
+    let accounts = connected_accounts(&db, &sb, &fleet.vault, 12).await;
+    let _workers = vec![fleet.worker(), fleet.worker()];
+    sb.faults(json!([{ "path_prefix": "tiktok/", "error_rate": 1.0 }])).await;
+    let now = Timestamp::now();
+    for (id, _) in &accounts {
+        db.store.enqueue(&sync::job(*id, SyncReason::Manual, now)).await.unwrap();
+        db.store.enqueue(&refresh::job(*id, now, now)).await.unwrap();
+    }
+    // Wait until every account has failed at least once, then end the outage.
+    let store = db.store.clone();
+    let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
+    eventually(Duration::from_secs(60), "a failure on every account", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            for id in ids {
+                let a = store.account(id).await.unwrap().unwrap();
+                if a.last_sync_error.is_none() || a.last_refresh_error.is_none() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(db.store.account(*id).await.unwrap().unwrap().status, jobs::AccountStatus::Active, "no status change during the outage");
+    }
+    sb.faults(json!([])).await;
+    eventually(Duration::from_secs(90), "every account synced and refreshed", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            for id in ids {
+                let a = store.account(id).await.unwrap().unwrap();
+                if a.last_synced_at.is_none() || a.last_refreshed_at.is_none() {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    for id in &ids {
+        let a = db.store.account(*id).await.unwrap().unwrap();
+        assert_eq!(a.status, jobs::AccountStatus::Active);
+        assert_eq!(a.last_sync_error, None, "the last sync succeeded");
+    }
 }

@@ -1,7 +1,7 @@
 //! The nightly safety nets: enqueue a refresh for every active account whose token expires
 //! within a week, and a sync for every active account not synced for 12 hours. Both page by
-//! id and enqueue a chunk per statement; syncs get consecutive pacing slots as their run
-//! times, so the queue holds no jobs that would only wait.
+//! id and enqueue a chunk per statement; syncs get run times one pacing spacing apart, after
+//! those already planned, so the queue holds no jobs that would only wait for the gate.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -39,6 +39,8 @@ pub async fn refresh_sweep(store: &Store, now: Timestamp, chunk: u32) -> Result<
 /// Enqueues the sync sweep; returns how many jobs it created.
 pub async fn sync_sweep(store: &Store, settings: &JobSettings, now: Timestamp, chunk: u32) -> Result<u64> {
     let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
+    // Where each platform's spread continues; it starts where the gate stands.
+    let mut next: HashMap<Platform, Timestamp> = HashMap::new();
     loop {
         let rows = store.accounts_stale_for_sync(now.minus(SYNC_STALE_AFTER), after, chunk).await?;
         let Some(last) = rows.last() else { break };
@@ -51,11 +53,15 @@ pub async fn sync_sweep(store: &Store, settings: &JobSettings, now: Timestamp, c
         let mut jobs = Vec::new();
         for (platform, ids) in by_platform {
             let spacing = settings.spacing(platform);
-            let first = store.claim_pacing_slots(platform.as_str(), spacing, ids.len() as u32, now).await?;
-            for (i, id) in ids.into_iter().enumerate() {
-                let slot = first.plus(spacing * i as u32);
-                jobs.push(sync::job(id, SyncReason::Nightly, slot, Some(slot)));
+            let spacing = spacing + sync::pacing_margin(spacing);
+            let start = match next.get(&platform) {
+                Some(t) => *t,
+                None => store.pacing_next_at(platform.as_str()).await?.unwrap_or(now).max(now),
+            };
+            for (i, id) in ids.iter().enumerate() {
+                jobs.push(sync::job(*id, SyncReason::Nightly, start.plus(spacing * i as u32)));
             }
+            next.insert(platform, start.plus(spacing * ids.len() as u32));
         }
         created += store.enqueue_many(&jobs).await?;
         tracing::info!(target: "data_sync", enqueued = created, scanned = seen, "sync sweep progress");

@@ -33,20 +33,22 @@ pub struct SyncAccount {
     pub account_id: AccountId,
     #[serde(default)]
     pub reason: SyncReason,
-    /// A pacing slot already claimed for this job (by the sweep, or before a deferral).
-    #[serde(default)]
-    pub slot: Option<Timestamp>,
 }
 
 /// The job syncing `account`, at most one waiting per account.
-pub fn job(account: AccountId, reason: SyncReason, run_at: Timestamp, slot: Option<Timestamp>) -> NewJob {
+pub fn job(account: AccountId, reason: SyncReason, run_at: Timestamp) -> NewJob {
     NewJob {
         queue: KIND,
-        payload: serde_json::to_value(SyncAccount { account_id: account, reason, slot }).expect("serializes"),
+        payload: serde_json::to_value(SyncAccount { account_id: account, reason }).expect("serializes"),
         run_at,
         max_attempts: MAX_ATTEMPTS,
         dedup_key: Some(format!("{KIND}:{account}")),
     }
+}
+
+/// Extra spacing against timing jitter: 5 % of the spacing, at most 25 ms.
+pub fn pacing_margin(spacing: Duration) -> Duration {
+    (spacing / 20).min(Duration::from_millis(25))
 }
 
 pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError> {
@@ -55,17 +57,14 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
     if account.status != AccountStatus::Active {
         return Ok(Outcome::Skipped(format!("account is {}", account.status)));
     }
-    let defer = |until: Timestamp, slot: Option<Timestamp>| JobError::Defer {
-        until,
-        payload: serde_json::to_value(SyncAccount { slot, ..args.clone() }).expect("serializes"),
-    };
+    let defer = |until: Timestamp| JobError::Defer { until, payload: serde_json::to_value(&args).expect("serializes") };
 
     // A token about to expire is refreshed first, through the same single-flight path.
     let now = cx.now();
     if account.access_expires_at.is_none_or(|e| e < now.plus(cx.settings.sync_token_margin)) {
         match refresh::refresh_account(cx, id, Some(now)).await {
             Ok(_) => {}
-            Err(JobError::Defer { until, .. }) => return Err(defer(until, args.slot)),
+            Err(JobError::Defer { until, .. }) => return Err(defer(until)),
             Err(e) => return Err(e),
         }
         account = match cx.store.account(id).await? {
@@ -74,22 +73,35 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
         };
     }
 
-    // Pacing: a slot claimed earlier is ours unless we are well past it.
+    // Pacing: take the platform's gate when it opens. The gate is spaced a little wider than
+    // configured (`pacing_margin`), so the jitter between taking it and the request reaching
+    // the platform never brings two starts closer than the spacing.
+    let (access, _) = refresh::open_tokens(cx, &account).await?;
     let spacing = cx.settings.spacing(account.platform);
-    let now = cx.now();
-    let slot = match args.slot {
-        Some(s) if now <= s.plus(spacing / 2) => s,
-        _ => cx.store.claim_pacing_slot(account.platform.as_str(), spacing, now).await?,
-    };
-    let wait = now.until(slot);
-    if wait > cx.settings.max_pacing_wait {
-        return Err(defer(slot, Some(slot)));
+    let spacing = spacing + pacing_margin(spacing);
+    let mut waited = Duration::ZERO;
+    let local_turn = cx.local_gates.of(account.platform).lock().await;
+    loop {
+        let now = cx.now();
+        match cx.store.take_pacing_gate(account.platform.as_str(), spacing, now).await? {
+            Ok(()) => break,
+            Err(next) => {
+                let wait = now.until(next);
+                if wait > cx.settings.max_pacing_wait {
+                    // Come back a little before the gate opens (fetching a due job takes up to
+                    // a poll), instead of holding a worker.
+                    let early = (cx.settings.max_pacing_wait / 2).min(Duration::from_secs(1));
+                    return Err(defer(next.minus(early)));
+                }
+                tokio::time::sleep(wait).await;
+                waited += wait;
+            }
+        }
     }
-    tokio::time::sleep(wait).await;
-    tracing::debug!(target: "data_sync", account_id = %id, pacing_wait_ms = wait.as_millis() as u64, "pacing slot reached");
+    drop(local_turn);
+    tracing::debug!(target: "data_sync", account_id = %id, pacing_wait_ms = waited.as_millis() as u64, "pacing gate taken");
 
     let started = Instant::now();
-    let (access, _) = refresh::open_tokens(cx, &account).await?;
     let client = cx.clients.get(account.platform);
     let read = async {
         let profile = client.profile(&access, &account.scopes).await?;

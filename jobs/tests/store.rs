@@ -285,25 +285,27 @@ both_backends! {
         assert!(db.store.last_cron_run("other").await.unwrap().is_none());
     }
 
-    async fn pacing_slots_never_closer_than_spacing(db: TestDb) {
+    async fn pacing_gate_opens_once_per_spacing(db: TestDb) {
         let spacing = Duration::from_millis(200);
-        let mut slots = race(&db.store, 20, |store, _| async move {
-            store.claim_pacing_slot("tiktok", spacing, T0).await.unwrap()
+        let took = race(&db.store, 20, |store, _| async move {
+            store.take_pacing_gate("tiktok", spacing, T0).await.unwrap()
         }).await;
-        slots.sort();
-        let expected: Vec<_> = (0..20).map(|i| T0.plus(spacing * i)).collect();
-        assert_eq!(slots, expected, "20 claims at one instant take 20 consecutive slots");
+        assert_eq!(took.iter().filter(|t| t.is_ok()).count(), 1, "one of 20 racers starts");
+        assert!(took.iter().filter_map(|t| t.err()).all(|next| next == T0.plus(spacing)), "the rest learn when it opens");
 
-        // A claim after the gate's slots have passed starts at once.
-        let much_later = T0.plus(Duration::from_secs(60));
-        assert_eq!(db.store.claim_pacing_slot("tiktok", spacing, much_later).await.unwrap(), much_later);
+        let just_before = T0.plus(spacing).minus(Duration::from_millis(1));
+        assert_eq!(db.store.take_pacing_gate("tiktok", spacing, just_before).await.unwrap(), Err(T0.plus(spacing)));
+        // A late start moves the gate from its own start, not from when the gate opened.
+        let late = T0.plus(Duration::from_secs(5));
+        assert_eq!(db.store.take_pacing_gate("tiktok", spacing, late).await.unwrap(), Ok(()));
+        assert_eq!(db.store.pacing_next_at("tiktok").await.unwrap(), Some(late.plus(spacing)));
+
         // A platform's "slow down" pushes the whole gate back, never forward.
-        let hint = much_later.plus(Duration::from_secs(30));
+        let hint = late.plus(Duration::from_secs(30));
         db.store.push_back_pacing("tiktok", hint).await.unwrap();
-        db.store.push_back_pacing("tiktok", much_later).await.unwrap();
-        assert_eq!(db.store.claim_pacing_slot("tiktok", spacing, much_later).await.unwrap(), hint);
-        assert_eq!(db.store.claim_pacing_slot("instagram", spacing, much_later).await.unwrap(), much_later, "keys are independent");
-        assert_eq!(db.store.pacing_next_at("instagram").await.unwrap(), Some(much_later.plus(spacing)));
+        db.store.push_back_pacing("tiktok", late).await.unwrap();
+        assert_eq!(db.store.take_pacing_gate("tiktok", spacing, late.plus(spacing)).await.unwrap(), Err(hint));
+        assert_eq!(db.store.take_pacing_gate("instagram", spacing, late).await.unwrap(), Ok(()), "keys are independent");
     }
 
     async fn rate_limit_counts_are_atomic(db: TestDb) {

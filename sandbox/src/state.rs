@@ -151,9 +151,9 @@ pub struct Token {
 #[derive(Clone, Debug, Serialize)]
 pub struct LoggedRequest {
     pub seq: u64,
-    /// On the sandbox clock, ms since the epoch.
+    /// When it arrived, on the sandbox clock, ms since the epoch.
     pub at_ms: i64,
-    /// On the real clock, ms since the epoch (what pacing measurements read).
+    /// When it arrived, on the real clock, ms since the epoch (what pacing measurements read).
     pub real_ms: i64,
     pub method: String,
     pub path: String,

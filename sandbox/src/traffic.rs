@@ -30,6 +30,8 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
     let path = req.uri().path().trim_start_matches('/').to_owned();
     let method = req.method().to_string();
     let is_admin = path.starts_with("_admin");
+    // The log says when a request arrived, not when its answer was ready.
+    let arrived_ms = real_now_ms();
 
     if !is_admin {
         let fault = {
@@ -50,7 +52,7 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
             let fails = ((n as f64) * fault.error_rate).floor() > (((n - 1) as f64) * fault.error_rate).floor();
             if fails {
                 let resp = server_error(&path);
-                record(&sandbox, &method, &path, &resp);
+                record(&sandbox, &method, &path, &resp, arrived_ms);
                 return Ok(resp);
             }
         }
@@ -58,12 +60,12 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
 
     let resp = ep.call(req).await.map(IntoResponse::into_response).unwrap_or_else(|e| e.into_response());
     if !is_admin {
-        record(&sandbox, &method, &path, &resp);
+        record(&sandbox, &method, &path, &resp, arrived_ms);
     }
     Ok(resp)
 }
 
-fn record(sandbox: &Sandbox, method: &str, path: &str, resp: &Response) {
+fn record(sandbox: &Sandbox, method: &str, path: &str, resp: &Response, arrived_ms: i64) {
     let seen = resp.extensions().get::<Seen>().cloned();
     let mut s = sandbox.lock();
     if let Some(Seen { net, endpoint, account: Some(a) }) = &seen {
@@ -71,8 +73,8 @@ fn record(sandbox: &Sandbox, method: &str, path: &str, resp: &Response) {
     }
     let entry = LoggedRequest {
         seq: s.next_seq,
-        at_ms: s.now_ms(),
-        real_ms: real_now_ms(),
+        at_ms: arrived_ms + s.clock_offset_ms,
+        real_ms: arrived_ms,
         method: method.to_owned(),
         path: path.to_owned(),
         endpoint: seen.as_ref().map_or_else(String::new, |x| x.endpoint.to_owned()),

@@ -85,6 +85,7 @@ pub async fn run_workers(setup: WorkerSetup, shutdown: CancellationToken) -> std
     let name = setup.context.worker.clone();
     tracing::info!(worker = %name, database = setup.context.store.backend_name(), queues = "connect, refresh, sync, notify", "worker started");
     let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), shutdown.clone()));
+    let keepalive = tokio::spawn(queues::keep_alive(setup.clone(), shutdown.clone()));
     let monitor = queues::monitor(&setup);
     let signal = shutdown.clone();
     let result = monitor
@@ -95,6 +96,7 @@ pub async fn run_workers(setup: WorkerSetup, shutdown: CancellationToken) -> std
         .await;
     shutdown.cancel();
     let _ = cron.await;
+    let _ = keepalive.await;
     if let Err(e) = result {
         tracing::error!(worker = %name, error = %e, "a queue worker failed");
         return Err(std::io::Error::other(e));

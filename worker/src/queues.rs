@@ -27,6 +27,29 @@ async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<Que
     crate::attempt::run(rt, task_id.to_string(), attempt.current() as i32, args).await.map_err(Into::into)
 }
 
+/// The apalis worker name of `kind` in this process.
+fn worker_name(setup: &WorkerSetup, kind: &str) -> String {
+    format!("{}.{kind}", setup.context.worker)
+}
+
+/// Keeps this process's workers' heartbeats fresh while it lives, whether or not apalis polls
+/// (see `Store::touch_workers`): a worker is declared dead only when its process is.
+pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::CancellationToken) {
+    let names: Vec<String> = queues(&setup).iter().map(|(kind, _)| worker_name(&setup, kind)).collect();
+    let every = setup.config.poll_interval.min(setup.config.orphan_after / 4).max(std::time::Duration::from_millis(50));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = setup.context.store.touch_workers(&names).await {
+            tracing::warn!(error = %e, "cannot refresh the workers' heartbeat");
+        }
+    }
+}
+
 /// A monitor with a worker per queue, ready to run.
 pub fn monitor(setup: &WorkerSetup) -> Monitor {
     let cfg = &setup.config;
@@ -38,7 +61,7 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             true
         });
     for (kind, q) in queues(setup) {
-        let name = format!("{}.{kind}", setup.context.worker);
+        let name = worker_name(setup, kind);
         let rt = Arc::new(QueueRuntime {
             kind,
             worker_name: name.clone(),

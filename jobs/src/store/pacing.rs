@@ -1,6 +1,8 @@
-//! `pacing_gates`: the fleet-wide throttle. One row per key (by default a platform); each
-//! claim atomically takes the next free slot and moves the gate one spacing on, so starts on
-//! one key are never closer than the spacing, however many processes claim at once.
+//! `pacing_gates`: the fleet-wide throttle. One row per key (by default a platform) holding
+//! the earliest instant the next start may happen. A start takes the gate in one atomic
+//! statement — only if the gate is open — and moves it one spacing past its own start, so two
+//! starts on a key are never closer than the spacing, however many processes race, and a start
+//! that runs late pushes the next one back instead of crowding it.
 
 use std::time::Duration;
 
@@ -8,27 +10,21 @@ use super::{Result, Store};
 use crate::time::Timestamp;
 
 impl Store {
-    /// Claims the next start slot on `key`: `max(next_at, now)`, and moves the gate to that
-    /// slot plus `spacing`. The caller waits until the returned slot (or reschedules to it).
-    pub async fn claim_pacing_slot(&self, key: &str, spacing: Duration, now: Timestamp) -> Result<Timestamp> {
-        self.claim_pacing_slots(key, spacing, 1, now).await
-    }
-
-    /// Claims `count` consecutive slots at once (a sweep spreading a chunk of syncs); returns
-    /// the first. Slot `i` is the first plus `i × spacing`.
-    pub async fn claim_pacing_slots(&self, key: &str, spacing: Duration, count: u32, now: Timestamp) -> Result<Timestamp> {
-        let sql = self.pool().pick(
-            "INSERT INTO pacing_gates (key, next_at) VALUES ($1, $2 + $3)
-             ON CONFLICT (key) DO UPDATE SET next_at = GREATEST(pacing_gates.next_at, $2) + $3
-             RETURNING next_at - $3",
-            "INSERT INTO pacing_gates (key, next_at) VALUES ($1, $2 + $3)
-             ON CONFLICT (key) DO UPDATE SET next_at = MAX(pacing_gates.next_at, $2) + $3
-             RETURNING next_at - $3",
-        );
-        let spacing = spacing.as_millis() as i64 * i64::from(count.max(1));
-        let slot: i64 = on_pool!(self, p => sqlx::query_scalar(sql)
-            .bind(key).bind(now).bind(spacing).fetch_one(p).await?);
-        Ok(Timestamp(slot))
+    /// Takes the gate on `key` at `now` if it is open (its next start is due): moves it to
+    /// `now + spacing` and returns `Ok(())`. Otherwise returns `Err(next_at)`, when to try
+    /// again.
+    pub async fn take_pacing_gate(&self, key: &str, spacing: Duration, now: Timestamp) -> Result<std::result::Result<(), Timestamp>> {
+        const TAKE: &str = "
+            INSERT INTO pacing_gates (key, next_at) VALUES ($1, $2 + $3)
+            ON CONFLICT (key) DO UPDATE SET next_at = $2 + $3 WHERE pacing_gates.next_at <= $2
+            RETURNING next_at";
+        let spacing = spacing.as_millis() as i64;
+        let taken: Option<i64> = on_pool!(self, p => sqlx::query_scalar(TAKE)
+            .bind(key).bind(now).bind(spacing).fetch_optional(p).await?);
+        if taken.is_some() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(self.pacing_next_at(key).await?.unwrap_or(now)))
     }
 
     /// Pushes the gate back so no slot on `key` starts before `until` (a platform said "slow

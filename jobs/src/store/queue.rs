@@ -151,6 +151,20 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
     }
 
+    /// Marks the named apalis workers alive now. apalis only heartbeats a worker while it polls
+    /// for jobs, and it stops polling while all its slots are busy — so a worker whose jobs
+    /// are all long (syncs waiting for the pacing gate) would look dead and have its running
+    /// jobs "rescued" and run twice. The runtime calls this on its own timer instead.
+    pub async fn touch_workers(&self, names: &[String]) -> Result<()> {
+        let list = serde_json::to_string(names).expect("strings serialize");
+        let sql = self.pool().pick(
+            "UPDATE apalis.workers SET last_seen = now() WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))",
+            "UPDATE Workers SET last_seen = strftime('%s', 'now') WHERE id IN (SELECT value FROM json_each($1))",
+        );
+        on_pool!(self, p => sqlx::query(sql).bind(&list).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
     /// Counts jobs per status on `queue` (for tests and the dashboard).
     pub async fn queue_counts(&self, queue: &str) -> Result<Vec<(String, i64)>> {
         let sql = format!("SELECT status, COUNT(*) FROM {} WHERE job_type = $1 GROUP BY status ORDER BY status", self.jobs_table());
