@@ -56,7 +56,27 @@ pub async fn worker(settings: &Settings, args: StartArgs) -> Result<()> {
     let api_url = format!("http://{}", config.http.bind);
     let platforms = settings.platforms(&config, &api_url);
     let setup = worker_setup(settings, &config, &store, &platforms)?;
-    worker::run_workers(setup, shutdown_token()).await?;
+    let shutdown = shutdown_token();
+    let render = metrics_render();
+    let listener = match &settings.metrics_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .with_context(|| format!("cannot listen on {addr} (METRICS_ADDR)"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics at /metrics");
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics = async {
+        match listener {
+            Some(l) => api::serve_metrics(render, l, shutdown.clone().cancelled_owned()).await,
+            None => Ok(()),
+        }
+    };
+    let (workers, metrics) = tokio::join!(worker::run_workers(setup, shutdown.clone()), metrics);
+    workers?;
+    metrics.context("metrics server")?;
     store.close().await;
     Ok(())
 }
@@ -146,7 +166,25 @@ fn worker_setup(
 }
 
 fn api_state(store: &Store, sandbox: Option<sandbox::Sandbox>) -> api::ApiState {
-    api::ApiState { store: store.clone(), expected_schema_version: migrations::latest_version(), sandbox }
+    api::ApiState {
+        store: store.clone(),
+        expected_schema_version: migrations::latest_version(),
+        sandbox,
+        metrics: Some(metrics_render()),
+    }
+}
+
+/// This process's Prometheus recorder, installed on first use.
+fn metrics_render() -> api::MetricsRender {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    let handle = HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the metrics recorder is installed once")
+        })
+        .clone();
+    std::sync::Arc::new(move || handle.render())
 }
 
 /// Logs which platforms are real and which the sandbox; returns the sandbox to mount when a

@@ -52,6 +52,7 @@ pub struct Settings {
     pub cron_refresh: String,
     pub cron_sync: String,
     pub cron_timezone: String,
+    pub metrics_addr: Option<String>,
     pub migrate_on_start: bool,
     pub log_format: String,
 }
@@ -91,6 +92,7 @@ impl Default for Settings {
             cron_refresh: "0 2 * * *".into(),
             cron_sync: "0 3 * * *".into(),
             cron_timezone: "UTC".into(),
+            metrics_addr: None,
             migrate_on_start: true,
             log_format: "text".into(),
         }
@@ -105,7 +107,7 @@ pub const ENV_VARS: &[&str] = &[
     "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
     "SANDBOX_URL", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "PACING_INSTAGRAM_MS", "PACING_TIKTOK_MS",
     "SYNC_POST_CAP", "SYNC_CONCURRENCY", "REFRESH_CONCURRENCY", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
-    "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "MIGRATE_ON_START", "LOG_FORMAT",
+    "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
 ];
 
 /// How strictly secrets are required.

@@ -44,3 +44,17 @@ pub async fn readyz(state: Data<&ApiState>) -> (StatusCode, Json<Value>) {
         }
     }
 }
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// `/metrics`: this process's counters in the Prometheus text format.
+#[handler]
+pub fn metrics(state: Data<&ApiState>) -> poem::Response {
+    let body = state.metrics.as_ref().map(|r| r()).unwrap_or_default();
+    poem::Response::builder().content_type(PROMETHEUS_TEXT).body(body)
+}
+
+#[handler]
+pub fn metrics_only(render: Data<&crate::MetricsRender>) -> poem::Response {
+    poem::Response::builder().content_type(PROMETHEUS_TEXT).body(render.0())
+}

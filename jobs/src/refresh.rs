@@ -134,6 +134,7 @@ async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Times
             }
             cx.store.enqueue(&job(id, next, now)).await?;
             tracing::info!(target: "token_refresh", account_id = %id, platform = %account.platform, next_refresh = %next, "token refreshed");
+            metrics::counter!("socialsync_token_refreshes_total", "platform" => account.platform.as_str(), "outcome" => "ok").increment(1);
             Ok(Outcome::Done(format!("refreshed; next refresh at {next}")))
         }
         Err(e) => Err(handle_platform_error(cx, &account, e, "token_refresh").await?),
@@ -164,11 +165,15 @@ pub async fn handle_platform_error(cx: &JobContext, a: &Account, e: PlatformErro
     let now = cx.now();
     match &e {
         PlatformError::Permanent { code, .. } => {
+            if target == "token_refresh" {
+                metrics::counter!("socialsync_token_refreshes_total", "platform" => a.platform.as_str(), "outcome" => "permanent").increment(1);
+            }
             tracing::warn!(target: "token_refresh", account_id = %a.id, platform = %a.platform, code = %code, "the platform refused the grant for good; the user must reconnect");
             mark_reauth(cx, a, code).await?;
         }
         PlatformError::RateLimited { retry_after, .. } => {
             let wait = retry_after.unwrap_or(Duration::from_secs(60));
+            metrics::counter!("socialsync_platform_rate_limited_total", "platform" => a.platform.as_str()).increment(1);
             tracing::warn!(target: "rate_limit", account_id = %a.id, platform = %a.platform, wait_secs = wait.as_secs(), "the platform asked us to slow down");
             cx.store.push_back_pacing(a.platform.as_str(), now.plus(wait)).await?;
         }

@@ -99,6 +99,7 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
         }
     }
     drop(local_turn);
+    metrics::histogram!("socialsync_pacing_wait_seconds", "platform" => account.platform.as_str()).record(waited.as_secs_f64());
     tracing::debug!(target: "data_sync", account_id = %id, pacing_wait_ms = waited.as_millis() as u64, "pacing gate taken");
 
     let started = Instant::now();
@@ -123,6 +124,7 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
             }
             cx.store.save_sync(id, &snap, &posts, now).await?;
             let took = started.elapsed();
+            metrics::histogram!("socialsync_sync_duration_seconds", "platform" => account.platform.as_str()).record(took.as_secs_f64());
             tracing::info!(target: "data_sync", account_id = %id, platform = %account.platform, posts = posts.len(), duration_ms = took.as_millis() as u64, "account synced");
             Ok(Outcome::Done(format!("{} posts in {} ms", posts.len(), took.as_millis())))
         }

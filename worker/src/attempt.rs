@@ -57,6 +57,7 @@ pub async fn run(rt: Arc<QueueRuntime>, job_id: String, attempt: i32, args: Valu
 
 async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: Option<AccountId>, args: Value) -> Result<(), String> {
     let cx = &rt.cx;
+    let began = std::time::Instant::now();
     let start = JobRunStart { queue: rt.kind, job_id, account_id, attempt, worker: &cx.worker };
     let run_id = cx.store.start_job_run(&start, cx.now()).await.map_err(|e| e.to_string())?;
 
@@ -99,6 +100,14 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
             tracing::warn!("the job was rescued from this worker meanwhile; its end is not recorded");
         }
     }
+    let outcome_label = match outcome {
+        JobOutcome::Succeeded => "succeeded",
+        JobOutcome::Retrying => "retrying",
+        JobOutcome::Dead => "dead",
+        JobOutcome::Deferred => "deferred",
+    };
+    metrics::counter!("socialsync_job_attempts_total", "queue" => rt.kind, "outcome" => outcome_label).increment(1);
+    metrics::histogram!("socialsync_job_duration_seconds", "queue" => rt.kind).record(began.elapsed().as_secs_f64());
     cx.store
         .finish_job_run(run_id, outcome, class, message.as_deref(), now)
         .await

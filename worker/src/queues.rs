@@ -38,6 +38,7 @@ pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::Cancella
     let names: Vec<String> = queues(&setup).iter().map(|(kind, _)| worker_name(&setup, kind)).collect();
     let every = setup.config.poll_interval.min(setup.config.orphan_after / 4).max(std::time::Duration::from_millis(50));
     let mut tick = tokio::time::interval(every);
+    let mut last_depth = std::time::Instant::now() - DEPTH_EVERY;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -46,6 +47,26 @@ pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::Cancella
         }
         if let Err(e) = setup.context.store.touch_workers(&names).await {
             tracing::warn!(error = %e, "cannot refresh the workers' heartbeat");
+        }
+        if last_depth.elapsed() >= DEPTH_EVERY {
+            last_depth = std::time::Instant::now();
+            record_depth(&setup).await;
+        }
+    }
+}
+
+/// How often a process samples queue depth for its metrics.
+const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn record_depth(setup: &WorkerSetup) {
+    for (kind, _) in queues(setup) {
+        match setup.context.store.queue_counts(kind).await {
+            Ok(counts) => {
+                for (status, n) in counts {
+                    metrics::gauge!("socialsync_queue_jobs", "queue" => kind, "status" => status).set(n as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot sample queue depth"),
         }
     }
 }

@@ -153,11 +153,23 @@ both_backends! {
         let first_token = account.access_token.clone().unwrap();
 
         // The planned refresh (half the 6 s lifetime) runs and stores a new token.
-        eventually(Duration::from_secs(30), "the planned refresh", || {
+        let refreshed = tokio::time::timeout(Duration::from_secs(30), eventually(Duration::from_secs(40), "the planned refresh", || {
             let store = store.clone();
             let first = first_token.clone();
             async move { store.account(id).await.unwrap().unwrap().access_token.is_some_and(|t| t != first) }
-        }).await;
+        })).await;
+        if refreshed.is_err() {
+            // Say why, for a failure seen only under load.
+            for q in ["refresh", "sync"] {
+                println!("{q}: {:?}", db.store.queue_counts(q).await.unwrap());
+            }
+            let a = db.store.account(id).await.unwrap().unwrap();
+            println!("account: next_refresh_at {:?} last_refreshed_at {:?} lease {:?} error {:?} now {}", a.next_refresh_at, a.last_refreshed_at, a.lease_owner, a.last_refresh_error, Timestamp::now());
+            if let Some(job) = db.store.waiting_job("refresh", Some(&format!("refresh:{id}"))).await.unwrap() {
+                println!("waiting refresh job: {:?}", db.store.queued_job(&job).await.unwrap());
+            }
+            panic!("the planned refresh did not run");
+        }
         let refreshed = db.store.account(id).await.unwrap().unwrap();
         assert!(refreshed.last_refreshed_at.is_some());
         assert!(refreshed.next_refresh_at > refreshed.last_refreshed_at);
@@ -170,9 +182,9 @@ both_backends! {
             async move {
                 store.account(id).await.unwrap().unwrap().status == AccountStatus::ReauthRequired
                     && !received.lock().unwrap().is_empty()
+                    && store.notifications_of_user("user-1", 10).await.unwrap().iter().all(|n| n.delivered_at.is_some())
             }
         }).await;
-        // Give a duplicate delivery the chance to show up before counting.
         let notes = db.store.notifications_of_user("user-1", 10).await.unwrap();
         assert_eq!(notes.len(), 1);
         assert!(notes[0].delivered_at.is_some());
