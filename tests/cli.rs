@@ -53,6 +53,9 @@ async fn up_on_a_fresh_folder_uses_sqlite_and_stops_on_ctrl_c() {
     assert!(up.output().contains("generated a development key"), "says so in the log");
     let key = std::fs::read_to_string(dir.path().join("data/dev-encryption.key")).unwrap();
     assert_eq!(get_json(&format!("{url}/healthz")).await.0, 200);
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
 
     up.signal("INT");
     let (exit, took) = up.wait_exit(Duration::from_secs(30));

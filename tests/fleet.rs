@@ -391,3 +391,37 @@ async fn a_platform_outage_changes_no_status_and_every_sync_succeeds_after() {
         assert_eq!(a.last_sync_error, None, "the last sync succeeded");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_missed_while_every_worker_was_down_is_caught_up_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    // A daily schedule whose latest firing was an hour ago, when no worker ran.
+    let missed = chrono::Utc::now() - chrono::Duration::hours(1);
+    let daily = format!("{} {} * * *", chrono::Timelike::minute(&missed), chrono::Timelike::hour(&missed));
+    let fleet = Fleet::new(&db, &sb, &[("CRON_SYNC", daily.as_str()), ("CRON_REFRESH", "0 0 1 1 *")]);
+    connected_accounts(&db, &sb, &fleet.vault, 3).await;
+
+    let first = fleet.worker();
+    let store = db.store.clone();
+    eventually(Duration::from_secs(30), "the catch-up sweep", || {
+        let store = store.clone();
+        async move { store.cron_runs(jobs::sweeps::SYNC_SWEEP, 10).await.unwrap().iter().any(|r| r.finished_at.is_some()) }
+    })
+    .await;
+    let runs = db.store.cron_runs(jobs::sweeps::SYNC_SWEEP, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].jobs_enqueued, Some(3), "the stale accounts were queued");
+    let fired = runs[0].fire_at.to_datetime();
+    assert!((fired - missed).num_seconds().abs() < 61, "the missed firing, {fired}, was run");
+
+    // More workers starting later find the firing done.
+    let mut more = vec![fleet.worker(), fleet.worker()];
+    for w in &mut more {
+        w.wait_for_line(Duration::from_secs(30), |l| l.contains("worker started"));
+    }
+    drop(first);
+    assert_eq!(db.store.cron_runs(jobs::sweeps::SYNC_SWEEP, 10).await.unwrap().len(), 1, "caught up once");
+    let started: usize = more.iter().map(|w| w.output().matches("sweep started").count()).sum();
+    assert_eq!(started, 0);
+}
