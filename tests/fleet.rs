@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jobs::{
     AccountId, Platform, Timestamp, Vault, VaultKey,
@@ -16,21 +16,10 @@ use jobs::{
 use serde_json::json;
 use support::Proc;
 use testkit::{
-    Backend, TestDb,
+    Backend, TestDb, all_accounts, eventually,
     platform::{SandboxServer, param},
 };
 
-async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Creates `n` TikTok accounts in the sandbox, connects each (consent + code exchange), and
 /// stores them as the connect job would.
@@ -129,14 +118,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_refreshes_stay_single() {
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
     eventually(Duration::from_secs(60), "every account refreshed", || {
         let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            for id in ids {
-                if store.account(id).await.unwrap().unwrap().last_refreshed_at.is_none() {
-                    return false;
-                }
-            }
-            true
-        }
+        async move { all_accounts(&store, &ids, |a| a.last_refreshed_at.is_some()).await }
     })
     .await;
 
@@ -169,14 +151,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_refreshes_stay_single() {
 
     let synced = tokio::time::timeout(Duration::from_secs(90), eventually(Duration::from_secs(100), "every account synced", || {
         let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            for id in ids {
-                if store.account(id).await.unwrap().unwrap().last_synced_at.is_none() {
-                    return false;
-                }
-            }
-            true
-        }
+        async move { all_accounts(&store, &ids, |a| a.last_synced_at.is_some()).await }
     }))
     .await;
     if synced.is_err() {
@@ -304,14 +279,7 @@ async fn pacing_holds_across_processes_and_concurrency() {
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
     eventually(Duration::from_secs(120), "every account synced", || {
         let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            for id in ids {
-                if store.account(id).await.unwrap().unwrap().last_synced_at.is_none() {
-                    return false;
-                }
-            }
-            true
-        }
+        async move { all_accounts(&store, &ids, |a| a.last_synced_at.is_some()).await }
     })
     .await;
     // A sync starts with its profile read; the platform's log has when each arrived.
@@ -357,15 +325,7 @@ async fn a_platform_outage_changes_no_status_and_every_sync_succeeds_after() {
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
     eventually(Duration::from_secs(60), "a failure on every account", || {
         let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            for id in ids {
-                let a = store.account(id).await.unwrap().unwrap();
-                if a.last_sync_error.is_none() || a.last_refresh_error.is_none() {
-                    return false;
-                }
-            }
-            true
-        }
+        async move { all_accounts(&store, &ids, |a| a.last_sync_error.is_some() && a.last_refresh_error.is_some()).await }
     })
     .await;
     for id in &ids {
@@ -374,15 +334,7 @@ async fn a_platform_outage_changes_no_status_and_every_sync_succeeds_after() {
     sb.faults(json!([])).await;
     eventually(Duration::from_secs(90), "every account synced and refreshed", || {
         let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            for id in ids {
-                let a = store.account(id).await.unwrap().unwrap();
-                if a.last_synced_at.is_none() || a.last_refreshed_at.is_none() {
-                    return false;
-                }
-            }
-            true
-        }
+        async move { all_accounts(&store, &ids, |a| a.last_synced_at.is_some() && a.last_refreshed_at.is_some()).await }
     })
     .await;
     for id in &ids {

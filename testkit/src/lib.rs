@@ -91,6 +91,31 @@ impl TestDb {
     }
 }
 
+/// Waits until `check` holds, polling every 100 ms; panics naming `what` after `limit`.
+/// (Awaiting a condition, never sleeping a fixed time and hoping.)
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether every one of `ids` satisfies `pred` (for [`eventually`] over many accounts).
+pub async fn all_accounts(store: &Store, ids: &[jobs::AccountId], pred: impl Fn(&jobs::store::Account) -> bool) -> bool {
+    for id in ids {
+        match store.account(*id).await.expect("the store answers") {
+            Some(a) if pred(&a) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The configuration a process under test would get for `url`.
 pub fn db_config(url: &str) -> DatabaseConfig {
     DatabaseConfig {

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use jobs::{
@@ -17,23 +17,11 @@ use jobs::{
 };
 use serde_json::json;
 use testkit::{
-    both_backends,
+    both_backends, eventually,
     platform::{SandboxServer, param},
 };
 use worker::{CancellationToken, WorkerConfig, WorkerSetup};
 
-/// Waits for `check` to hold, polling the database; panics with `what` after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A webhook receiver that keeps what it is sent.
 struct Webhook {
@@ -123,6 +111,16 @@ async fn start_connect(store: &Store, vault: &Vault, sb: &SandboxServer, clients
     hash
 }
 
+/// Waits for the connect of `hash` and its first sync; returns the account.
+async fn connected_and_synced(store: &Store, hash: &str) -> jobs::AccountId {
+    eventually(Duration::from_secs(30), "connected and synced", || async {
+        let Some(id) = store.oauth_state(hash).await.unwrap().and_then(|s| s.account_id) else { return false };
+        store.account(id).await.unwrap().is_some_and(|a| a.last_synced_at.is_some())
+    })
+    .await;
+    store.oauth_state(hash).await.unwrap().unwrap().account_id.unwrap()
+}
+
 both_backends! {
     async fn connect_sync_refresh_then_reauth_with_one_signed_notification(db: TestDb) {
         let sb = SandboxServer::start().await;
@@ -136,15 +134,7 @@ both_backends! {
 
         let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "dance.daily").await;
         let store = db.store.clone();
-        eventually(Duration::from_secs(30), "connected and synced", || {
-            let store = store.clone();
-            let hash = hash.clone();
-            async move {
-                let Some(id) = store.oauth_state(&hash).await.unwrap().and_then(|s| s.account_id) else { return false };
-                store.account(id).await.unwrap().is_some_and(|a| a.last_synced_at.is_some())
-            }
-        }).await;
-        let id = db.store.oauth_state(&hash).await.unwrap().unwrap().account_id.unwrap();
+        let id = connected_and_synced(&db.store, &hash).await;
         let account = db.store.account(id).await.unwrap().unwrap();
         assert_eq!((account.username.as_str(), account.status), ("dance.daily", AccountStatus::Active));
         assert_eq!(db.store.post_count(id).await.unwrap(), 250);
@@ -211,15 +201,7 @@ both_backends! {
 
         let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "quickrecipes").await;
         let store = db.store.clone();
-        eventually(Duration::from_secs(30), "connected and synced", || {
-            let store = store.clone();
-            let hash = hash.clone();
-            async move {
-                let Some(id) = store.oauth_state(&hash).await.unwrap().and_then(|s| s.account_id) else { return false };
-                store.account(id).await.unwrap().is_some_and(|a| a.last_synced_at.is_some())
-            }
-        }).await;
-        let id = db.store.oauth_state(&hash).await.unwrap().unwrap().account_id.unwrap();
+        let id = connected_and_synced(&db.store, &hash).await;
 
         sb.faults(json!([{ "path_prefix": "tiktok/open/v2/user/info/", "error_rate": 1.0 }])).await;
         let job = db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now())).await.unwrap();
