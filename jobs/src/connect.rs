@@ -41,7 +41,7 @@ pub async fn run(args: ConnectAccount, cx: &JobContext) -> Result<Outcome, JobEr
         return Err(JobError::GiveUp { class: "unknown_state", message: "no such OAuth state".into() });
     };
     if let Some(id) = state.account_id {
-        cx.store.enqueue(&sync::job(id, SyncReason::Connect, cx.now())).await?;
+        cx.enqueue(sync::job(id, SyncReason::Connect, cx.now())).await?;
         return Ok(Outcome::Skipped(format!("already connected as account {id}")));
     }
     let Some(sealed_code) = &state.code else {
@@ -84,8 +84,8 @@ pub async fn run(args: ConnectAccount, cx: &JobContext) -> Result<Outcome, JobEr
         )
         .await?;
     cx.store.complete_oauth_state(hash, account.id).await?;
-    cx.store.enqueue(&refresh::job(account.id, next_refresh, now)).await?;
-    cx.store.enqueue(&sync::job(account.id, SyncReason::Connect, now)).await?;
+    cx.enqueue(refresh::job(account.id, next_refresh, now)).await?;
+    cx.enqueue(sync::job(account.id, SyncReason::Connect, now)).await?;
     tracing::info!(account_id = %account.id, platform = %state.platform, "account connected");
     Ok(Outcome::Done(format!("connected account {}", account.id)))
 }

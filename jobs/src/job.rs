@@ -6,7 +6,7 @@ use crate::{
     clients::{Clients, PlatformError},
     domain::Platform,
     secret::Secret,
-    store::{Store, StoreError},
+    store::{Enqueued, NewJob, Store, StoreError},
     time::{Clock, Timestamp},
     vault::Vault,
 };
@@ -101,6 +101,19 @@ impl LocalGates {
 impl JobContext {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// `t` on this context's clock, as the queue's database clock reads it. The queue runs
+    /// jobs by the database's clock; handlers plan by the injected one (moved in tests). In
+    /// production both are the system clock and this is `t` itself.
+    pub fn real(&self, t: Timestamp) -> Timestamp {
+        Timestamp::now().plus(self.now().until(t))
+    }
+
+    /// Enqueues `job`, its run time read on this context's clock.
+    pub async fn enqueue(&self, mut job: NewJob) -> Result<Enqueued, StoreError> {
+        job.run_at = self.real(job.run_at);
+        self.store.enqueue(&job).await
     }
 }
 

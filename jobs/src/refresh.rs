@@ -85,7 +85,7 @@ pub async fn refresh_account(cx: &JobContext, id: AccountId, planned_at: Option<
 /// one needless may have found this job waiting and so queued nothing.
 async fn replan(cx: &JobContext, a: &Account, skip: Outcome) -> Result<Outcome, JobError> {
     if let (AccountStatus::Active, Some(next)) = (a.status, a.next_refresh_at) {
-        cx.store.enqueue(&job(a.id, next, cx.now())).await?;
+        cx.enqueue(job(a.id, next, cx.now())).await?;
     }
     Ok(skip)
 }
@@ -132,7 +132,7 @@ async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Times
                 // Our lease lapsed and someone else took over; their write stands.
                 return Err(JobError::Retry { class: "lease_lost", message: "the account's lease lapsed during the refresh".into(), after: None });
             }
-            cx.store.enqueue(&job(id, next, now)).await?;
+            cx.enqueue(job(id, next, now)).await?;
             tracing::info!(target: "token_refresh", account_id = %id, platform = %account.platform, next_refresh = %next, "token refreshed");
             metrics::counter!("socialsync_token_refreshes_total", "platform" => account.platform.as_str(), "outcome" => "ok").increment(1);
             Ok(Outcome::Done(format!("refreshed; next refresh at {next}")))
@@ -203,7 +203,7 @@ pub async fn mark_reauth(cx: &JobContext, a: &Account, error_class: &str) -> Res
     };
     let now = cx.now();
     if let Some(note_id) = cx.store.mark_reauth_required(a.id, error_class, &note, now).await? {
-        cx.store.enqueue(&crate::notify::job(note_id, now)).await?;
+        cx.enqueue(crate::notify::job(note_id, now)).await?;
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The nightly safety nets: enqueue a refresh for every active account whose token expires
-//! within a week, and a sync for every active account not synced for 12 hours. Both page by
+//! within a week and whose planned refresh falls before the next sweep (or is missing) — at
+//! its planned time, or now if that has passed — and a sync for every active account not
+//! synced for 12 hours. Both page by
 //! id and enqueue a chunk per statement; syncs get run times one pacing spacing apart, after
 //! those already planned, so the queue holds no jobs that would only wait for the gate.
 
@@ -7,9 +9,9 @@ use std::{collections::HashMap, time::Duration};
 
 use crate::{
     domain::{AccountId, Platform},
-    job::JobSettings,
+    job::JobContext,
     refresh,
-    store::{Result, Store},
+    store::Result,
     sync::{self, SyncReason},
     time::Timestamp,
 };
@@ -19,17 +21,21 @@ pub const REFRESH_SWEEP: &str = "token_refresh";
 pub const SYNC_SWEEP: &str = "data_sync";
 
 pub const REFRESH_HORIZON: Duration = Duration::from_secs(7 * 86_400);
+/// A planned refresh before this much from now is (re)queued by the sweep: the next sweep
+/// would be too late for it.
+pub const PLAN_WINDOW: Duration = Duration::from_secs(86_400);
 pub const SYNC_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 
 /// Enqueues the refresh sweep; returns how many jobs it created.
-pub async fn refresh_sweep(store: &Store, now: Timestamp, chunk: u32) -> Result<u64> {
+pub async fn refresh_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
+    let (store, now) = (&cx.store, cx.now());
     let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
     loop {
-        let ids = store.accounts_due_for_refresh(now.plus(REFRESH_HORIZON), after, chunk).await?;
-        let Some(last) = ids.last() else { break };
-        after = *last;
-        seen += ids.len() as u64;
-        let jobs: Vec<_> = ids.iter().map(|id| refresh::job(*id, now, now)).collect();
+        let due = store.accounts_due_for_refresh(now.plus(REFRESH_HORIZON), now.plus(PLAN_WINDOW), after, chunk).await?;
+        let Some(last) = due.last() else { break };
+        after = last.0;
+        seen += due.len() as u64;
+        let jobs: Vec<_> = due.iter().map(|(id, planned)| refresh::job(*id, cx.real(planned.unwrap_or(now).max(now)), now)).collect();
         created += store.enqueue_many(&jobs).await?;
         tracing::info!(target: "token_refresh", enqueued = created, scanned = seen, "refresh sweep progress");
     }
@@ -37,7 +43,8 @@ pub async fn refresh_sweep(store: &Store, now: Timestamp, chunk: u32) -> Result<
 }
 
 /// Enqueues the sync sweep; returns how many jobs it created.
-pub async fn sync_sweep(store: &Store, settings: &JobSettings, now: Timestamp, chunk: u32) -> Result<u64> {
+pub async fn sync_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
+    let (store, settings, now) = (&cx.store, &cx.settings, cx.now());
     let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
     // Where each platform's spread continues; it starts where the gate stands.
     let mut next: HashMap<Platform, Timestamp> = HashMap::new();
@@ -59,7 +66,7 @@ pub async fn sync_sweep(store: &Store, settings: &JobSettings, now: Timestamp, c
                 None => store.pacing_next_at(platform.as_str()).await?.unwrap_or(now).max(now),
             };
             for (i, id) in ids.iter().enumerate() {
-                jobs.push(sync::job(*id, SyncReason::Nightly, start.plus(spacing * i as u32)));
+                jobs.push(sync::job(*id, SyncReason::Nightly, cx.real(start.plus(spacing * i as u32))));
             }
             next.insert(platform, start.plus(spacing * ids.len() as u32));
         }

@@ -28,6 +28,20 @@ both_backends! {
         assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Pending".to_string(), 3)]);
     }
 
+    async fn a_duplicate_asking_earlier_moves_the_waiting_job_earlier(db: TestDb) {
+        let late = Timestamp::from_secs(1_900_000_000);
+        let early = Timestamp::from_secs(1_800_000_000);
+        let first = db.store.enqueue(&job(Some("sync:7"), late)).await.unwrap();
+        let again = db.store.enqueue(&job(Some("sync:7"), early)).await.unwrap();
+        assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
+        assert_eq!(db.store.queued_job(&first.id).await.unwrap().unwrap().run_at, early);
+        db.store.enqueue(&job(Some("sync:7"), late)).await.unwrap();
+        assert_eq!(db.store.queued_job(&first.id).await.unwrap().unwrap().run_at, early, "never later");
+        let batch = vec![job(Some("sync:7"), Timestamp::from_secs(1_700_000_000)), job(Some("sync:7"), late)];
+        assert_eq!(db.store.enqueue_many(&batch).await.unwrap(), 0);
+        assert_eq!(db.store.queued_job(&first.id).await.unwrap().unwrap().run_at, Timestamp::from_secs(1_700_000_000));
+    }
+
     async fn enqueue_many_is_one_statement_and_skips_waiting_duplicates(db: TestDb) {
         let at = Timestamp::from_secs(1_900_000_000);
         db.store.enqueue(&job(Some("sync:1"), at)).await.unwrap();

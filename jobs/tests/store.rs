@@ -96,10 +96,13 @@ both_backends! {
         }
         db.store.set_account_status(ids[1], AccountStatus::ReauthRequired, T0).await.unwrap();
         let horizon = T0.plus(Duration::from_secs(3 * 86_400));
-        let page1 = db.store.accounts_due_for_refresh(horizon, AccountId(0), 1).await.unwrap();
-        assert_eq!(page1, vec![ids[0]]);
-        let rest = db.store.accounts_due_for_refresh(horizon, page1[0], 10).await.unwrap();
-        assert_eq!(rest, vec![ids[2]], "inactive and not-yet-due accounts are skipped");
+        let planned = Some(T0.plus(Duration::from_secs(80_000)));
+        let page1 = db.store.accounts_due_for_refresh(horizon, horizon, AccountId(0), 1).await.unwrap();
+        assert_eq!(page1, vec![(ids[0], planned)]);
+        let rest = db.store.accounts_due_for_refresh(horizon, horizon, page1[0].0, 10).await.unwrap();
+        assert_eq!(rest, vec![(ids[2], planned)], "inactive and not-yet-due accounts are skipped");
+        let planned_later = db.store.accounts_due_for_refresh(horizon, T0, AccountId(0), 10).await.unwrap();
+        assert!(planned_later.is_empty(), "a refresh planned after the window is left to its plan");
 
         db.store.save_sync(ids[0], &Snapshot { taken_at: T0, ..Default::default() }, &[], T0).await.unwrap();
         let stale = db.store.accounts_stale_for_sync(T0, AccountId(0), 10).await.unwrap();

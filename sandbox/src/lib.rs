@@ -52,6 +52,11 @@ impl Sandbox {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The sandbox clock, ms since the epoch (moved by `POST /_admin/clock`).
+    pub fn now_ms(&self) -> i64 {
+        self.lock().now_ms()
+    }
+
     /// All routes, relative to wherever they are mounted.
     pub fn routes(&self) -> impl poem::Endpoint + use<> {
         Route::new()

@@ -75,7 +75,7 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
         }
         Err(JobError::Defer { until, payload }) => {
             tracing::debug!(until = %until, "job deferred");
-            (Some(AttemptEnd::Defer { run_at: *until, payload: payload.clone() }), JobOutcome::Deferred, None, None)
+            (Some(AttemptEnd::Defer { run_at: cx.real(*until), payload: payload.clone() }), JobOutcome::Deferred, None, None)
         }
         Err(e @ JobError::GiveUp { class, message }) => {
             tracing::warn!(error = %e, "job failed for good");
@@ -88,7 +88,7 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
             } else {
                 let wait = backoff(attempt as u32, rt.retry_base, rt.retry_cap).max(after.unwrap_or_default());
                 tracing::info!(error = %e, retry_in_ms = wait.as_millis() as u64, "job failed; retrying later");
-                (Some(AttemptEnd::Retry { run_at: now.plus(wait), error: e.to_string() }), JobOutcome::Retrying, Some(*class), Some(message.clone()))
+                (Some(AttemptEnd::Retry { run_at: cx.real(now.plus(wait)), error: e.to_string() }), JobOutcome::Retrying, Some(*class), Some(message.clone()))
             }
         }
     };

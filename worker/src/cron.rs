@@ -95,10 +95,9 @@ async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTim
         return;
     }
     tracing::info!(schedule = name, fire_at = %at, catch_up, "sweep started");
-    let now = cx.now();
     let result = match name {
-        sweeps::REFRESH_SWEEP => sweeps::refresh_sweep(&cx.store, now, cfg.chunk).await,
-        _ => sweeps::sync_sweep(&cx.store, &cx.settings, now, cfg.chunk).await,
+        sweeps::REFRESH_SWEEP => sweeps::refresh_sweep(cx, cfg.chunk).await,
+        _ => sweeps::sync_sweep(cx, cfg.chunk).await,
     };
     let (count, outcome) = match &result {
         Ok(n) => (*n as i64, "ok".to_owned()),

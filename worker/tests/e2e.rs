@@ -7,7 +7,7 @@ use std::{
 };
 
 use jobs::{
-    AccountStatus, Platform, Secret, Store, SystemClock, Timestamp, Vault, VaultKey,
+    AccountStatus, Platform, Secret, Store, Timestamp, Vault, VaultKey,
     clients::{Clients, tiktok},
     connect,
     job::{JobContext, JobSettings},
@@ -47,12 +47,21 @@ async fn webhook() -> Webhook {
     Webhook { url, received }
 }
 
+/// The workers read the sandbox's clock, so moving it moves their plans too.
+struct SandboxClock(testkit::platform::Sandbox);
+
+impl jobs::Clock for SandboxClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.now_ms())
+    }
+}
+
 fn context(store: &Store, sb: &SandboxServer, vault: &Vault, hook: &Webhook) -> JobContext {
     JobContext {
         store: store.clone(),
         vault: vault.clone(),
         clients: Clients::new(&sb.platforms(Duration::from_secs(5))),
-        clock: Arc::new(SystemClock),
+        clock: Arc::new(SandboxClock(sb.sandbox.clone())),
         settings: JobSettings {
             instagram_spacing: Duration::from_millis(50),
             tiktok_spacing: Duration::from_millis(50),
@@ -124,8 +133,7 @@ async fn connected_and_synced(store: &Store, hash: &str) -> jobs::AccountId {
 both_backends! {
     async fn connect_sync_refresh_then_reauth_with_one_signed_notification(db: TestDb) {
         let sb = SandboxServer::start().await;
-        // Short TikTok tokens, so the planned refresh comes due within the test.
-        sb.settings(json!({ "tiktok_access_ttl_secs": 6, "tiktok_rotation": "strict" })).await;
+        sb.settings(json!({ "tiktok_rotation": "strict" })).await;
         let hook = webhook().await;
         let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
         let cx = context(&db.store, &sb, &vault, &hook);
@@ -142,7 +150,12 @@ both_backends! {
         assert_eq!(snap.followers_count, Some(1_204_551));
         let first_token = account.access_token.clone().unwrap();
 
-        // The planned refresh (half the 6 s lifetime) runs and stores a new token.
+        // Its refresh is planned half an hour before the 24-hour token expires. Move the
+        // platform's clock (which the workers read) past that, and run the nightly refresh
+        // sweep as its firing would: the planned refresh is due, runs, and the token changes.
+        assert!(account.next_refresh_at.unwrap() > Timestamp(sb.sandbox.now_ms()).plus(Duration::from_secs(23 * 3600)));
+        sb.advance_clock(23 * 3600 + 31 * 60).await;
+        jobs::sweeps::refresh_sweep(&cx, 100).await.unwrap();
         let refreshed = tokio::time::timeout(Duration::from_secs(30), eventually(Duration::from_secs(40), "the planned refresh", || {
             let store = store.clone();
             let first = first_token.clone();
@@ -164,8 +177,10 @@ both_backends! {
         assert!(refreshed.last_refreshed_at.is_some());
         assert!(refreshed.next_refresh_at > refreshed.last_refreshed_at);
 
-        // Revoked consent: the next refresh is refused for good.
+        // Revoked consent: the next planned refresh is refused for good.
         sb.switches("tiktok", &account.platform_user_id, json!({ "consent_revoked": true })).await;
+        sb.advance_clock(23 * 3600 + 31 * 60).await;
+        jobs::sweeps::refresh_sweep(&cx, 100).await.unwrap();
         eventually(Duration::from_secs(30), "reauth_required and the webhook", || {
             let store = store.clone();
             let received = hook.received.clone();

@@ -120,20 +120,23 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(user_id).fetch_all(p).await?))
     }
 
-    /// Active accounts whose access token expires before `before`, in id order after `after`
-    /// (keyset paging, so a sweep over 100 000 accounts never rescans).
+    /// Active accounts whose access token expires before `expiring_before` and whose planned
+    /// refresh (if any) falls before `planned_before`, in id order after `after` (keyset paging,
+    /// so a sweep over 100 000 accounts never rescans). Yields each with its planned time.
     pub async fn accounts_due_for_refresh(
         &self,
-        before: Timestamp,
+        expiring_before: Timestamp,
+        planned_before: Timestamp,
         after: AccountId,
         limit: u32,
-    ) -> Result<Vec<AccountId>> {
+    ) -> Result<Vec<(AccountId, Option<Timestamp>)>> {
         const SQL: &str = "
-            SELECT id FROM social_accounts
-            WHERE status = 'active' AND access_expires_at < $1 AND id > $2
-            ORDER BY id LIMIT $3";
-        Ok(on_pool!(self, p => sqlx::query_scalar(SQL)
-            .bind(before).bind(after).bind(i64::from(limit)).fetch_all(p).await?))
+            SELECT id, next_refresh_at FROM social_accounts
+            WHERE status = 'active' AND access_expires_at < $1
+              AND (next_refresh_at IS NULL OR next_refresh_at < $2) AND id > $3
+            ORDER BY id LIMIT $4";
+        Ok(on_pool!(self, p => sqlx::query_as(SQL)
+            .bind(expiring_before).bind(planned_before).bind(after).bind(i64::from(limit)).fetch_all(p).await?))
     }
 
     /// Active accounts not synced since `synced_before` (or never), in id order after `after`.

@@ -25,7 +25,8 @@ pub struct NewJob {
     pub dedup_key: Option<String>,
 }
 
-/// The job that now stands for the request: new, or the one already waiting.
+/// The job that now stands for the request: new, or the one already waiting (moved earlier
+/// if the request asked for an earlier run).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Enqueued {
     pub id: String,
@@ -80,40 +81,66 @@ impl Store {
         self.pool().pick("apalis.jobs", "Jobs")
     }
 
-    /// Enqueues one job, or finds the one already waiting under the same dedup key.
+    /// Enqueues one job. If one is already waiting under the same dedup key, that one stands
+    /// for the request instead — moved earlier if this one asked for an earlier run.
     pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
-        for _ in 0..3 {
-            let id = new_job_id();
-            if self.insert_jobs(std::slice::from_ref(job), Some(&id)).await? == 1 {
-                return Ok(Enqueued { id, created: true });
-            }
-            if let Some(existing) = self.waiting_job(job.queue, job.dedup_key.as_deref()).await? {
-                return Ok(Enqueued { id: existing, created: false });
-            }
-            // The waiting duplicate started in between; try again.
-        }
-        Err(super::StoreError::Corrupt(format!("cannot enqueue on {}: the dedup key keeps conflicting", job.queue)))
+        let id = new_job_id();
+        let ids = self.insert_jobs(std::slice::from_ref(job), Some(&id)).await?;
+        let stands = ids.into_iter().next().ok_or_else(|| {
+            super::StoreError::Corrupt(format!("enqueueing on {} returned no job", job.queue))
+        })?;
+        Ok(Enqueued { created: stands == id, id: stands })
     }
 
-    /// Enqueues a chunk in one statement; duplicates of waiting jobs are skipped. Returns how
-    /// many were created.
+    /// Enqueues a chunk in one statement, with [`Store::enqueue`]'s dedup rule. Returns how many
+    /// jobs were created.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<u64> {
-        if jobs.is_empty() {
+        // One statement may not touch a waiting row twice: keep the earliest per key.
+        let mut by_key: std::collections::HashMap<(&str, &str), &NewJob> = std::collections::HashMap::new();
+        let mut unique: Vec<NewJob> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match &job.dedup_key {
+                Some(key) => {
+                    let slot = by_key.entry((job.queue, key.as_str())).or_insert(job);
+                    if job.run_at < slot.run_at {
+                        *slot = job;
+                    }
+                }
+                None => unique.push(job.clone()),
+            }
+        }
+        unique.extend(by_key.into_values().cloned());
+        if unique.is_empty() {
             return Ok(0);
         }
-        self.insert_jobs(jobs, None).await
+        let ids: Vec<String> = unique.iter().map(|_| new_job_id()).collect();
+        let stands = self.insert_jobs_with_ids(&unique, &ids).await?;
+        let fresh: std::collections::HashSet<&String> = ids.iter().collect();
+        Ok(stands.iter().filter(|id| fresh.contains(id)).count() as u64)
     }
 
-    async fn insert_jobs(&self, jobs: &[NewJob], id: Option<&str>) -> Result<u64> {
+    async fn insert_jobs(&self, jobs: &[NewJob], id: Option<&str>) -> Result<Vec<String>> {
+        let ids: Vec<String> = jobs.iter().map(|_| id.map_or_else(new_job_id, str::to_owned)).collect();
+        self.insert_jobs_with_ids(jobs, &ids).await
+    }
+
+    /// Inserts `jobs` with `ids`; a job whose dedup key already waits moves that job earlier
+    /// instead. Returns the id standing for each job.
+    async fn insert_jobs_with_ids(&self, jobs: &[NewJob], ids: &[String]) -> Result<Vec<String>> {
         let table = self.jobs_table();
         let (run_at, run_at_end) = self.pool().pick2(("to_timestamp(", "::float8 / 1000)"), ("(", " / 1000)"));
         let head = format!(
             "INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) "
         );
-        let n = on_pool!(self, p => {
+        let tail = format!(
+            " ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
+              DO UPDATE SET run_at = {least}({table}.run_at, excluded.run_at) RETURNING id",
+            least = self.pool().pick("LEAST", "MIN"),
+        );
+        let stands = on_pool!(self, p => {
             let mut q = sqlx::QueryBuilder::new(head);
-            q.push_values(jobs, |mut b, job| {
-                b.push_bind(id.map_or_else(new_job_id, str::to_owned))
+            q.push_values(jobs.iter().zip(ids), |mut b, (job, id)| {
+                b.push_bind(id.clone())
                     .push_bind(job.queue)
                     .push_bind(job.payload.to_string().into_bytes())
                     .push("'Pending'")
@@ -125,10 +152,10 @@ impl Store {
                     .push("0")
                     .push_bind(job.dedup_key.clone());
             });
-            q.push(" ON CONFLICT DO NOTHING");
-            q.build().execute(p).await?.rows_affected()
+            q.push(tail);
+            q.build_query_scalar::<String>().fetch_all(p).await?
         });
-        Ok(n)
+        Ok(stands)
     }
 
     /// The id of the job waiting on `queue` under `dedup_key`, if any.
