@@ -377,3 +377,32 @@ async fn a_firing_missed_while_every_worker_was_down_is_caught_up_once() {
     let started: usize = more.iter().map(|w| w.output().matches("sweep started").count()).sum();
     assert_eq!(started, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_jobs_finish() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    let fleet = Fleet::new(&db, &sb, &[("SYNC_CONCURRENCY", "2"), ("CRON_REFRESH", "0 0 1 1 *"), ("CRON_SYNC", "0 0 1 1 *")]);
+    let accounts = connected_accounts(&db, &sb, &fleet.vault, 2).await;
+    let mut worker = fleet.worker();
+    sb.faults(json!([{ "path_prefix": "tiktok/open/v2/video/list/", "latency_ms": 1500 }])).await;
+    for (id, _) in &accounts {
+        db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+    }
+    let store = db.store.clone();
+    eventually(Duration::from_secs(30), "both syncs running", || {
+        let store = store.clone();
+        async move {
+            let jobs::store::Pool::Postgres(p) = store.pool() else { unreachable!() };
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_runs WHERE queue = 'sync' AND finished_at IS NULL").fetch_one(p).await.unwrap();
+            n == 2
+        }
+    })
+    .await;
+    worker.signal("TERM");
+    let (status, _) = worker.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
+    assert!(all_accounts(&db.store, &ids, |a| a.last_synced_at.is_some()).await, "the running syncs finished before the exit");
+    assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Done".to_string(), 2)]);
+}
