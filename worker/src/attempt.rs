@@ -21,6 +21,8 @@ pub struct QueueRuntime {
     pub cx: JobContext,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// The longest an attempt may run.
+    pub timeout: Duration,
 }
 
 /// The attempt limit of each queue.
@@ -61,7 +63,14 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
     let start = JobRunStart { queue: rt.kind, job_id, account_id, attempt, worker: &cx.worker };
     let run_id = cx.store.start_job_run(&start, cx.now()).await.map_err(|e| e.to_string())?;
 
-    let result = dispatch(rt.kind, args, cx).await;
+    let result = match tokio::time::timeout(rt.timeout, dispatch(rt.kind, args, cx)).await {
+        Ok(r) => r,
+        Err(_) => Err(JobError::Retry {
+            class: "timeout",
+            message: format!("the attempt ran longer than {} s", rt.timeout.as_secs()),
+            after: None,
+        }),
+    };
 
     let now = cx.now();
     let max = max_attempts(rt.kind);

@@ -18,12 +18,21 @@ pub use tokio_util::sync::CancellationToken;
 /// How long running jobs get to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Concurrency and claim batch of one queue.
+/// Concurrency, claim batch and attempt timeout of one queue.
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
     pub concurrency: usize,
     /// Jobs claimed per fetch; near the concurrency, so a worker does not hoard long jobs.
     pub batch: usize,
+    /// An attempt running longer is abandoned and retried (platform calls have their own,
+    /// shorter timeouts; this bounds the whole job).
+    pub timeout: Duration,
+}
+
+impl QueueConfig {
+    pub const fn new(concurrency: usize, timeout_secs: u64) -> Self {
+        Self { concurrency, batch: concurrency, timeout: Duration::from_secs(timeout_secs) }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -46,10 +55,10 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            connect: QueueConfig { concurrency: 4, batch: 4 },
-            refresh: QueueConfig { concurrency: 8, batch: 8 },
-            sync: QueueConfig { concurrency: 8, batch: 8 },
-            notify: QueueConfig { concurrency: 4, batch: 4 },
+            connect: QueueConfig::new(4, 120),
+            refresh: QueueConfig::new(8, 120),
+            sync: QueueConfig::new(8, 600),
+            notify: QueueConfig::new(4, 60),
             poll_interval: Duration::from_millis(500),
             orphan_after: Duration::from_secs(5),
             retry_base: Duration::from_secs(5),

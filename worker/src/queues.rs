@@ -89,6 +89,7 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             cx: setup.context.clone(),
             retry_base: cfg.retry_base,
             retry_cap: cfg.retry_cap,
+            timeout: q.timeout,
         });
         let poll = cfg.poll_interval;
         monitor = match setup.context.store.pool().clone() {
@@ -102,7 +103,11 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
                 WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
             }),
             Pool::Sqlite(pool) => monitor.register(move |_| {
+                // apalis-sqlite marks a started job Running in a later, batched write that
+                // does not check run_at, so it can land after the attempt's end was written and
+                // re-lock a job waiting for its retry. Running jobs stay Queued instead.
                 let config = apalis_sqlite::Config::default()
+                    .lock_tasks(false)
                     .queue(kind)
                     .batch_size(q.batch.max(1))
                     .heartbeat_interval(poll)

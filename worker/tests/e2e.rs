@@ -78,7 +78,7 @@ fn context(store: &Store, sb: &SandboxServer, vault: &Vault, hook: &Webhook) -> 
 
 fn fast_config() -> WorkerConfig {
     // RUST_LOG=info shows the workers' log when a test here fails.
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).try_init();
     WorkerConfig {
         poll_interval: Duration::from_millis(100),
         retry_base: Duration::from_millis(400),
@@ -220,11 +220,16 @@ both_backends! {
 
         sb.faults(json!([{ "path_prefix": "tiktok/open/v2/user/info/", "error_rate": 1.0 }])).await;
         let job = db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now())).await.unwrap();
-        eventually(Duration::from_secs(60), "the job to die", || {
+        let died = tokio::time::timeout(Duration::from_secs(60), eventually(Duration::from_secs(70), "the job to die", || {
             let store = store.clone();
             let job = job.id.clone();
             async move { store.queued_job(&job).await.unwrap().is_some_and(|j| j.status == "Failed" && j.attempts >= j.max_attempts) }
-        }).await;
+        })).await;
+        if died.is_err() {
+            println!("job: {:?}", db.store.queued_job(&job.id).await.unwrap());
+            println!("runs: {:?}", db.store.job_runs(&job.id).await.unwrap());
+            panic!("the job did not die");
+        }
         let runs = db.store.job_runs(&job.id).await.unwrap();
         assert_eq!(runs.len(), sync::MAX_ATTEMPTS as usize, "exactly its attempt limit");
         assert_eq!(runs.iter().map(|r| r.attempt).collect::<Vec<_>>(), (1..=sync::MAX_ATTEMPTS).collect::<Vec<_>>());
@@ -235,6 +240,33 @@ both_backends! {
         assert_eq!(account.status, AccountStatus::Active, "a transient failure never deactivates");
         assert_eq!(account.last_sync_error.as_deref(), Some("transient"));
 
+        shutdown.cancel();
+        workers.await.unwrap().unwrap();
+    }
+
+    async fn an_attempt_over_its_queue_timeout_is_abandoned_and_retried(db: TestDb) {
+        let sb = SandboxServer::start().await;
+        let hook = webhook().await;
+        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+        let cx = context(&db.store, &sb, &vault, &hook);
+        let config = WorkerConfig { sync: worker::QueueConfig::new(2, 1), ..fast_config() };
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config }, shutdown.clone()));
+        let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "quickrecipes").await;
+        let id = connected_and_synced(&db.store, &hash).await;
+
+        // The platform hangs longer than the queue's 1 s timeout (its own client timeout is 5 s).
+        sb.faults(json!([{ "path_prefix": "tiktok/open/v2/user/info/", "hang": true }])).await;
+        let job = db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+        let store = db.store.clone();
+        eventually(Duration::from_secs(30), "a timed-out attempt", || {
+            let (store, job) = (store.clone(), job.id.clone());
+            async move { store.job_runs(&job).await.unwrap().iter().any(|r| r.error_class.as_deref() == Some("timeout")) }
+        }).await;
+        let run = db.store.job_runs(&job.id).await.unwrap().into_iter().find(|r| r.error_class.as_deref() == Some("timeout")).unwrap();
+        assert_eq!(run.outcome, Some(jobs::store::JobOutcome::Retrying));
+        let took = run.finished_at.unwrap().millis() - run.started_at.millis();
+        assert!(took < 5_000, "abandoned at the queue timeout, not the client's: {took} ms");
         shutdown.cancel();
         workers.await.unwrap().unwrap();
     }

@@ -59,7 +59,7 @@ mod rotation;
 mod sync_data;
 
 pub use accounts::{Account, NewAccount, RefreshedTokens};
-pub use job_runs::{JobOutcome, JobRunStart};
+pub use job_runs::{JobOutcome, JobRun, JobRunStart};
 pub use oauth::{NewOAuthState, OAuthState};
 pub use outbox::{NewNotification, Notification};
 pub use queue::{AttemptEnd, Enqueued, NewJob, QueuedJob, new_job_id};
