@@ -374,3 +374,27 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_its_environment_variable() {
+        let value = figment::value::Value::serialize(Settings::default()).unwrap();
+        let mut fields: Vec<String> = value.into_dict().unwrap().keys().map(|k| k.to_uppercase()).collect();
+        fields.sort();
+        let mut vars: Vec<String> = ENV_VARS.iter().map(|v| v.to_string()).collect();
+        vars.sort();
+        assert_eq!(fields, vars);
+    }
+
+    #[test]
+    fn credentials_are_all_or_nothing() {
+        let some = Some("x".to_string());
+        assert!(credentials("TIKTOK", [&None, &None, &None], ["A", "B", "C"]).unwrap().is_none());
+        assert!(credentials("TIKTOK", [&some, &some, &some], ["A", "B", "C"]).unwrap().is_some());
+        let err = credentials("TIKTOK", [&some, &None, &None], ["A", "B", "C"]).unwrap_err().to_string();
+        assert!(err.starts_with("TIKTOK_B, TIKTOK_C not set"), "{err}");
+    }
+}
