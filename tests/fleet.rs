@@ -61,6 +61,15 @@ async fn connected_accounts(db: &TestDb, sb: &SandboxServer, vault: &Vault, n: u
     out
 }
 
+/// Each test here runs several worker processes and a PostgreSQL load on a 2-core machine;
+/// they take turns, so one test's processes do not starve another's timing (the pacing test
+/// reads real arrival times at the platform).
+static TAKE_TURNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    TAKE_TURNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Fleet {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -98,6 +107,7 @@ impl Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_job_loses_nothing_and_refreshes_stay_single() {
+    let _turn = take_turn();
     let db = TestDb::new(Backend::Postgres).await;
     let sb = SandboxServer::start().await;
     sb.settings(json!({ "tiktok_rotation": "strict" })).await;
@@ -205,6 +215,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_refreshes_stay_single() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_run_each_cron_firing_once() {
+    let _turn = take_turn();
     let db = TestDb::new(Backend::Postgres).await;
     let sb = SandboxServer::start().await;
     let fleet = Fleet::new(&db, &sb, &[("CRON_REFRESH", "*/2 * * * * *"), ("CRON_SYNC", "1/2 * * * * *")]);
@@ -256,8 +267,16 @@ fn futures_lite_block<T>(f: impl std::future::Future<Output = Result<Vec<T>, job
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_holds_across_processes_and_concurrency() {
+    let _turn = take_turn();
     let db = TestDb::new(Backend::Postgres).await;
-    let sb = SandboxServer::start().await;
+    // The platform in a process of its own, so the arrival times it logs are not delayed by
+    // this test's own work on the same runtime.
+    let dir = tempfile::tempdir().unwrap();
+    let mut platform = Proc::spawn(dir.path(), &["sandbox", "--port", "0"], &[]);
+    let line = platform.wait_for_line(Duration::from_secs(60), |l| l.contains("sandbox platform on http://"));
+    let url = line.split("on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let sb = SandboxServer::remote(&url);
+    sb.settings(json!({ "posts_per_account": 5 })).await;
     let spacing_ms = 200u64;
     let fleet = Fleet::new(
         &db,
@@ -265,6 +284,9 @@ async fn pacing_holds_across_processes_and_concurrency() {
         &[
             ("PACING_TIKTOK_MS", "200"),
             ("SYNC_CONCURRENCY", "8"),
+            // PostgreSQL's NOTIFY wakes workers for new jobs; slower polling leaves the two
+            // cores to the syncs, whose arrival times this test measures.
+            ("WORKER_POLL_MS", "500"),
             ("CRON_REFRESH", "0 0 1 1 *"),
             ("CRON_SYNC", "0 0 1 1 *"),
         ],
@@ -309,6 +331,7 @@ async fn pacing_holds_across_processes_and_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_platform_outage_changes_no_status_and_every_sync_succeeds_after() {
+    let _turn = take_turn();
     let db = TestDb::new(Backend::Postgres).await;
     let sb = SandboxServer::start().await;
     let fleet = Fleet::new(&db, &sb, &[("CRON_REFRESH", "0 0 1 1 *"), ("CRON_SYNC", "0 0 1 1 *")]);
@@ -346,6 +369,7 @@ async fn a_platform_outage_changes_no_status_and_every_sync_succeeds_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firing_missed_while_every_worker_was_down_is_caught_up_once() {
+    let _turn = take_turn();
     let db = TestDb::new(Backend::Postgres).await;
     let sb = SandboxServer::start().await;
     // A daily schedule whose latest firing was an hour ago, when no worker ran.
@@ -380,6 +404,7 @@ async fn a_firing_missed_while_every_worker_was_down_is_caught_up_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_jobs_finish() {
+    let _turn = take_turn();
     let db = TestDb::new(Backend::Postgres).await;
     let sb = SandboxServer::start().await;
     let fleet = Fleet::new(&db, &sb, &[("SYNC_CONCURRENCY", "2"), ("CRON_REFRESH", "0 0 1 1 *"), ("CRON_SYNC", "0 0 1 1 *")]);

@@ -16,9 +16,10 @@ pub use sandbox::{Sandbox, Settings as SandboxSettings};
 pub struct SandboxServer {
     /// `http://127.0.0.1:PORT`
     pub url: String,
-    pub sandbox: Sandbox,
+    /// The in-process world, when this test started the sandbox itself.
+    pub sandbox: Option<Sandbox>,
     http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 pub const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
@@ -37,7 +38,13 @@ impl SandboxServer {
             let _ = stopped.await;
         }));
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        SandboxServer { url, sandbox, http, _stop: stop }
+        SandboxServer { url, sandbox: Some(sandbox), http, _stop: Some(stop) }
+    }
+
+    /// A sandbox another process serves at `url` (e.g. `socialsync sandbox`).
+    pub fn remote(url: &str) -> SandboxServer {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        SandboxServer { url: url.trim_end_matches('/').to_owned(), sandbox: None, http, _stop: None }
     }
 
     /// Client configuration pointing at this sandbox, with `timeout` per request.
