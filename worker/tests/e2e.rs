@@ -92,6 +92,31 @@ fn fast_config() -> WorkerConfig {
     }
 }
 
+/// Workers running in this process against `store` and `sb`, with a webhook receiver.
+struct Harness {
+    hook: Webhook,
+    vault: Vault,
+    cx: JobContext,
+    shutdown: CancellationToken,
+    workers: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_workers(store: &Store, sb: &SandboxServer, config: WorkerConfig) -> Harness {
+    let hook = webhook().await;
+    let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+    let cx = context(store, sb, &vault, &hook);
+    let shutdown = CancellationToken::new();
+    let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config }, shutdown.clone()));
+    Harness { hook, vault, cx, shutdown, workers }
+}
+
+impl Harness {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.workers.await.unwrap().unwrap();
+    }
+}
+
 /// What the API's connect and callback do: a state, the user's consent, the sealed code.
 async fn start_connect(store: &Store, vault: &Vault, sb: &SandboxServer, clients: &Clients, username: &str) -> String {
     let hash = format!("state-{username}");
@@ -134,11 +159,8 @@ both_backends! {
     async fn connect_sync_refresh_then_reauth_with_one_signed_notification(db: TestDb) {
         let sb = SandboxServer::start().await;
         sb.settings(json!({ "tiktok_rotation": "strict" })).await;
-        let hook = webhook().await;
-        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
-        let cx = context(&db.store, &sb, &vault, &hook);
-        let shutdown = CancellationToken::new();
-        let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config: fast_config() }, shutdown.clone()));
+        let h = start_workers(&db.store, &sb, fast_config()).await;
+        let (hook, vault, cx) = (&h.hook, &h.vault, &h.cx);
 
         let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "dance.daily").await;
         let store = db.store.clone();
@@ -202,17 +224,13 @@ both_backends! {
         let text = String::from_utf8_lossy(&body).to_string();
         assert!(!text.contains("act.") && !text.contains("rft."), "no token in the notification");
 
-        shutdown.cancel();
-        workers.await.unwrap().unwrap();
+        h.stop().await;
     }
 
     async fn a_job_failing_transiently_runs_its_attempt_limit_with_growing_gaps(db: TestDb) {
         let sb = SandboxServer::start().await;
-        let hook = webhook().await;
-        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
-        let cx = context(&db.store, &sb, &vault, &hook);
-        let shutdown = CancellationToken::new();
-        let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config: fast_config() }, shutdown.clone()));
+        let h = start_workers(&db.store, &sb, fast_config()).await;
+        let (vault, cx) = (&h.vault, &h.cx);
 
         let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "quickrecipes").await;
         let store = db.store.clone();
@@ -240,18 +258,13 @@ both_backends! {
         assert_eq!(account.status, AccountStatus::Active, "a transient failure never deactivates");
         assert_eq!(account.last_sync_error.as_deref(), Some("transient"));
 
-        shutdown.cancel();
-        workers.await.unwrap().unwrap();
+        h.stop().await;
     }
 
     async fn an_attempt_over_its_queue_timeout_is_abandoned_and_retried(db: TestDb) {
         let sb = SandboxServer::start().await;
-        let hook = webhook().await;
-        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
-        let cx = context(&db.store, &sb, &vault, &hook);
-        let config = WorkerConfig { sync: worker::QueueConfig::new(2, 1), ..fast_config() };
-        let shutdown = CancellationToken::new();
-        let workers = tokio::spawn(worker::run_workers(WorkerSetup { context: cx.clone(), config }, shutdown.clone()));
+        let h = start_workers(&db.store, &sb, WorkerConfig { sync: worker::QueueConfig::new(2, 1), ..fast_config() }).await;
+        let (vault, cx) = (&h.vault, &h.cx);
         let hash = start_connect(&db.store, &vault, &sb, &cx.clients, "quickrecipes").await;
         let id = connected_and_synced(&db.store, &hash).await;
 
@@ -259,15 +272,21 @@ both_backends! {
         sb.faults(json!([{ "path_prefix": "tiktok/open/v2/user/info/", "hang": true }])).await;
         let job = db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now())).await.unwrap();
         let store = db.store.clone();
-        eventually(Duration::from_secs(30), "a timed-out attempt", || {
+        let seen = tokio::time::timeout(Duration::from_secs(30), eventually(Duration::from_secs(40), "a timed-out attempt", || {
             let (store, job) = (store.clone(), job.id.clone());
             async move { store.job_runs(&job).await.unwrap().iter().any(|r| r.error_class.as_deref() == Some("timeout")) }
-        }).await;
+        })).await;
+        if seen.is_err() {
+            println!("enqueued: {job:?}");
+            println!("job: {:?}", db.store.queued_job(&job.id).await.unwrap());
+            println!("runs: {:?}", db.store.job_runs(&job.id).await.unwrap());
+            println!("sync queue: {:?}", db.store.queue_counts("sync").await.unwrap());
+            panic!("no timed-out attempt");
+        }
         let run = db.store.job_runs(&job.id).await.unwrap().into_iter().find(|r| r.error_class.as_deref() == Some("timeout")).unwrap();
         assert_eq!(run.outcome, Some(jobs::store::JobOutcome::Retrying));
         let took = run.finished_at.unwrap().millis() - run.started_at.millis();
         assert!(took < 5_000, "abandoned at the queue timeout, not the client's: {took} ms");
-        shutdown.cancel();
-        workers.await.unwrap().unwrap();
+        h.stop().await;
     }
 }

@@ -74,16 +74,8 @@ pub enum Pool {
 }
 
 impl Pool {
-    /// A pair of SQL fragments for this backend.
-    pub fn pick2(&self, postgres: (&'static str, &'static str), sqlite: (&'static str, &'static str)) -> (&'static str, &'static str) {
-        match self {
-            Pool::Postgres(_) => postgres,
-            Pool::Sqlite(_) => sqlite,
-        }
-    }
-
-    /// The SQL text for this backend, where the dialects differ.
-    pub fn pick(&self, postgres: &'static str, sqlite: &'static str) -> &'static str {
+    /// The SQL text (or texts) for this backend, where the dialects differ.
+    pub fn pick<T>(&self, postgres: T, sqlite: T) -> T {
         match self {
             Pool::Postgres(_) => postgres,
             Pool::Sqlite(_) => sqlite,
@@ -99,20 +91,6 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
-}
-
-impl StoreError {
-    /// Whether the database itself is unavailable (as opposed to a bad query or bad data).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            StoreError::Connect { .. } => true,
-            StoreError::Db(e) => matches!(
-                e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
-            ),
-            StoreError::Corrupt(_) => false,
-        }
-    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

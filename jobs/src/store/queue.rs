@@ -128,7 +128,7 @@ impl Store {
     /// instead. Returns the id standing for each job.
     async fn insert_jobs_with_ids(&self, jobs: &[NewJob], ids: &[String]) -> Result<Vec<String>> {
         let table = self.jobs_table();
-        let (run_at, run_at_end) = self.pool().pick2(("to_timestamp(", "::float8 / 1000)"), ("(", " / 1000)"));
+        let (run_at, run_at_end) = self.pool().pick(("to_timestamp(", "::float8 / 1000)"), ("(", " / 1000)"));
         let head = format!(
             "INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) "
         );
