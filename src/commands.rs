@@ -24,9 +24,12 @@ pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
     let public = format!("http://{addr}");
     let platforms = settings.platforms(&config, &public);
     let sandbox = announce_platforms(&config, &platforms);
+    let state = api_state(settings, &config, &store, sandbox, &platforms, &public, true)?;
     tracing::info!(database = %config.database.redacted_url(), "socialsync is up");
-    println!("socialsync is up on {public}  (health: {public}/readyz)  — Ctrl-C stops it");
-    let api = api::serve(api_state(&store, sandbox), listener, shutdown.clone().cancelled_owned());
+    println!("socialsync is up on {public}  — Ctrl-C stops it");
+    println!("  try it:   {public}/demo");
+    println!("  API docs: {public}/docs   health: {public}/readyz");
+    let api = api::serve(state, listener, shutdown.clone().cancelled_owned());
     let setup = worker_setup(settings, &config, &store, &platforms)?;
     let workers = worker::run_workers(setup, shutdown.clone());
     let (api, workers) = tokio::join!(api, workers);
@@ -41,10 +44,12 @@ pub async fn api(settings: &Settings, args: StartArgs) -> Result<()> {
     let store = open(&config, &args).await?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
-    let platforms = settings.platforms(&config, &format!("http://{addr}"));
+    let public = format!("http://{addr}");
+    let platforms = settings.platforms(&config, &public);
     let sandbox = announce_platforms(&config, &platforms);
+    let state = api_state(settings, &config, &store, sandbox, &platforms, &public, false)?;
     tracing::info!(%addr, database = %config.database.redacted_url(), "API listening");
-    api::serve(api_state(&store, sandbox), listener, shutdown_token().cancelled_owned()).await?;
+    api::serve(state, listener, shutdown_token().cancelled_owned()).await?;
     store.close().await;
     Ok(())
 }
@@ -147,12 +152,17 @@ fn worker_setup(
     store: &Store,
     platforms: &jobs::config::PlatformsConfig,
 ) -> Result<worker::WorkerSetup> {
+    Ok(worker::WorkerSetup { context: job_context(settings, config, store, platforms)?, config: settings.worker_config()? })
+}
+
+/// What handlers (and the API) use to reach the store, the vault and the platforms.
+fn job_context(settings: &Settings, config: &Config, store: &Store, platforms: &jobs::config::PlatformsConfig) -> Result<jobs::job::JobContext> {
     let http = reqwest::Client::builder()
         .connect_timeout(platforms.connect_timeout)
         .timeout(platforms.request_timeout)
         .build()
         .context("building the HTTP client")?;
-    let context = jobs::job::JobContext {
+    Ok(jobs::job::JobContext {
         store: store.clone(),
         vault: config.vault.clone(),
         clients: jobs::clients::Clients::new(platforms),
@@ -161,17 +171,26 @@ fn worker_setup(
         worker: worker::process_name(),
         http,
         local_gates: Default::default(),
-    };
-    Ok(worker::WorkerSetup { context, config: settings.worker_config()? })
+    })
 }
 
-fn api_state(store: &Store, sandbox: Option<sandbox::Sandbox>) -> api::ApiState {
-    api::ApiState {
+fn api_state(
+    settings: &Settings,
+    config: &Config,
+    store: &Store,
+    sandbox: Option<sandbox::Sandbox>,
+    platforms: &jobs::config::PlatformsConfig,
+    public_url: &str,
+    dev: bool,
+) -> Result<api::ApiState> {
+    let jobs = job_context(settings, config, store, platforms)?;
+    Ok(api::ApiState {
         store: store.clone(),
         expected_schema_version: migrations::latest_version(),
         sandbox,
         metrics: Some(metrics_render()),
-    }
+        config: std::sync::Arc::new(settings.api_config(config, jobs, public_url, dev)?),
+    })
 }
 
 /// This process's Prometheus recorder, installed on first use.

@@ -65,6 +65,12 @@ pub struct Settings {
     pub metrics_addr: Option<String>,
     pub migrate_on_start: bool,
     pub log_format: String,
+    pub frontend_url: Option<String>,
+    pub service_token: Option<String>,
+    pub rate_limits: String,
+    pub trusted_proxies: String,
+    pub keep_history_on_disconnect: bool,
+    pub max_body_bytes: usize,
 }
 
 impl Default for Settings {
@@ -115,6 +121,12 @@ impl Default for Settings {
             metrics_addr: None,
             migrate_on_start: true,
             log_format: "text".into(),
+            frontend_url: None,
+            service_token: None,
+            rate_limits: String::new(),
+            trusted_proxies: String::new(),
+            keep_history_on_disconnect: true,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -130,6 +142,7 @@ pub const ENV_VARS: &[&str] = &[
     "CONNECT_BATCH", "REFRESH_BATCH", "SYNC_BATCH", "NOTIFY_BATCH", "CONNECT_TIMEOUT_SECS", "REFRESH_TIMEOUT_SECS",
     "SYNC_TIMEOUT_SECS", "NOTIFY_TIMEOUT_SECS", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
     "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
+    "FRONTEND_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "MAX_BODY_BYTES",
 ];
 
 /// How strictly secrets are required.
@@ -325,6 +338,49 @@ impl Settings {
                 ..defaults.cron.clone()
             },
             ..defaults
+        })
+    }
+}
+
+impl Settings {
+    /// The API's configuration. `public_url` is where this process is reached (the default
+    /// frontend is its `/demo` page). In development (`jwt` absent and `dev` set) a throw-away
+    /// JWT secret signs the demo page's visitor in as `demo-user`.
+    pub fn api_config(&self, config: &Config, jobs: jobs::job::JobContext, public_url: &str, dev: bool) -> Result<api::ApiConfig> {
+        let frontend_url = self.frontend_url.clone().unwrap_or_else(|| format!("{}/demo", public_url.trim_end_matches('/')));
+        url::Url::parse(&frontend_url).map_err(|_| anyhow::anyhow!("FRONTEND_URL is malformed: expected an absolute URL such as https://app.example.com/settings, got {frontend_url:?}"))?;
+        let policies = api::limits::Policies::with_overrides(&self.rate_limits).map_err(|e| anyhow::anyhow!("RATE_LIMITS is malformed: {e}"))?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| anyhow::anyhow!("TRUSTED_PROXIES is malformed: expected IP addresses or CIDR ranges, got {s:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (jwt, demo_user) = match (&config.jwt_secret, dev) {
+            (Some(secret), _) => (Some(api::auth::Jwt::new(secret)), None),
+            (None, true) => {
+                let secret: String = jobs::vault::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+                tracing::warn!("JWT_SECRET is not set: using a throw-away secret; /demo signs you in as demo-user (set JWT_SECRET in production)");
+                (Some(api::auth::Jwt::new(&Secret::new(secret))), Some("demo-user".to_owned()))
+            }
+            (None, false) => bail!("JWT_SECRET is not set: the API verifies user tokens with it; generate one with `socialsync keys generate`"),
+        };
+        Ok(api::ApiConfig {
+            jobs,
+            jwt,
+            cron_secret: config.cron_secret.clone(),
+            service_token: self.service_token.clone().map(Secret::new),
+            policies,
+            trusted_proxies,
+            frontend_url,
+            keep_history_on_disconnect: self.keep_history_on_disconnect,
+            max_body_bytes: self.max_body_bytes.max(1024),
+            demo_user,
         })
     }
 }

@@ -325,15 +325,8 @@ async fn pacing_holds_across_processes_and_concurrency() {
     let length = starts.last().unwrap() - starts.first().unwrap();
     let bound = accounts.len() as i64 * spacing_ms as i64;
     println!("pacing: {} starts, closest gap {closest} ms, run {length} ms for a bound of {bound} ms", starts.len());
-    // The gate spaces starts by the spacing plus a margin; what the platform sees adds the
-    // jitter between taking the gate and the request arriving, which on a loaded 2-core
-    // machine with debug builds reached ~150 ms once in a while. The strict figure at the
-    // platform belongs to the pacing benchmark; here a broken gate (starts bunched together)
-    // still fails.
-    const JITTER_TOLERANCE_MS: i64 = 40;
-    assert!(closest >= spacing_ms as i64 - JITTER_TOLERANCE_MS, "two starts {closest} ms apart: {gaps:?}");
-    let below = gaps.iter().filter(|g| **g < spacing_ms as i64).count();
-    assert!(below <= 2, "{below} gaps below the spacing: {gaps:?}");
+    // What the platform saw: no two starts closer than the spacing.
+    assert!(closest >= spacing_ms as i64, "two starts {closest} ms apart: {gaps:?}");
     assert!(length <= bound * 110 / 100, "run took {length} ms, more than 10 % over {bound} ms");
 }
 

@@ -1,13 +1,27 @@
 //! The HTTP API. Thin: it checks, enqueues and reads; the work happens in `worker`.
 //!
+//! - [`v1`]: the `/api/v1` endpoints (poem-openapi; spec at `/api/v1/openapi.json`, docs at
+//!   `/docs`), behind [`guard`]: body size, rate limits, and one JSON error shape.
+//! - [`auth`]: user JWTs, the cron secret, the service token.
+//! - [`limits`]: the database-shared sliding-window rate limiter.
+//! - [`error`]: [`ApiError`], the `{"error":{"code","message"}}` body.
+//! - `health`: `/healthz`, `/readyz`, `/metrics`; `demo`: the first-five-minutes page.
+//!
 //! [`serve`] takes a bound listener and a shutdown future, so tests start it on port 0.
 
+pub mod auth;
+mod demo;
+pub mod error;
 mod health;
+pub mod limits;
+pub mod v1;
 
-use std::{future::Future, io, time::Duration};
+use std::{future::Future, io, sync::Arc, time::Duration};
 
-use jobs::Store;
-use poem::{EndpointExt, Route, Server, get, listener::TcpAcceptor, middleware::Tracing};
+use jobs::{Secret, Store, Timestamp, job::JobContext};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get, http::StatusCode, listener::TcpAcceptor, middleware::Tracing};
+
+pub use error::ApiError;
 
 /// What the API's handlers share.
 #[derive(Clone)]
@@ -19,6 +33,28 @@ pub struct ApiState {
     pub sandbox: Option<sandbox::Sandbox>,
     /// Renders this process's Prometheus metrics for `/metrics`.
     pub metrics: Option<MetricsRender>,
+    pub config: Arc<ApiConfig>,
+}
+
+/// The API's configuration, built by the binary.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The handlers' view of the system: store, vault, platform clients, clock, settings.
+    pub jobs: JobContext,
+    /// Verifies user tokens; none means every user route answers 401.
+    pub jwt: Option<auth::Jwt>,
+    pub cron_secret: Option<Secret>,
+    pub service_token: Option<Secret>,
+    pub policies: limits::Policies,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where the OAuth callback sends the browser back to.
+    pub frontend_url: String,
+    /// Whether a disconnected account keeps its snapshots and posts.
+    pub keep_history_on_disconnect: bool,
+    pub max_body_bytes: usize,
+    /// Development only (`up` without `JWT_SECRET`): `/demo` signs its visitor in as this user.
+    pub demo_user: Option<String>,
 }
 
 /// Renders metrics in the Prometheus text format.
@@ -29,7 +65,14 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// All routes.
 pub fn app(state: ApiState) -> impl poem::Endpoint {
+    let api = v1::service(&state);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
     let mut routes = Route::new()
+        .at("/api/v1/openapi.json", spec.around(guard))
+        .nest("/api/v1", api.around(guard))
+        .nest("/docs", docs)
+        .at("/demo", get(demo::page))
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
         .at("/metrics", get(health::metrics));
@@ -37,6 +80,73 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         routes = routes.nest("/sandbox", sandbox.routes());
     }
     routes.data(state).with(Tracing)
+}
+
+/// In front of every `/api/v1` request: the body-size limit, the per-IP lockout after failed
+/// authentications, the general per-IP limit; behind it, every error as the JSON body, and
+/// failed authentications counted.
+async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let state = req.data::<ApiState>().expect("the app attaches its state").clone();
+    let cfg = &state.config;
+    let ip = limits::client_ip(req.remote_addr().as_socket_addr().map(|a| a.ip()), req.header("x-forwarded-for"), &cfg.trusted_proxies)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let now = Timestamp::now();
+    let checks = async {
+        let too_large = req.header("content-length").and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > cfg.max_body_bytes);
+        if too_large {
+            return Err(error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)));
+        }
+        let body = req.take_body().into_bytes_limit(cfg.max_body_bytes).await.map_err(|_| {
+            error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))
+        })?;
+        req.set_body(body);
+        if let Some(policy) = cfg.policies.get("auth") {
+            if let Some(locked) = limits::over(&state.store, "auth", policy, &ip, now).await? {
+                return Err(locked.error());
+            }
+        }
+        match cfg.policies.get("general") {
+            Some(policy) => {
+                let d = limits::hit(&state.store, "general", policy, &ip, now).await?;
+                if d.allowed { Ok(Some(d)) } else { Err(d.error()) }
+            }
+            None => Ok(None),
+        }
+    };
+    let general = match checks.await {
+        Ok(d) => d,
+        Err(e) => return Ok(e.into_response()),
+    };
+    let (mut resp, failed_auth) = match next.call(req).await {
+        Ok(resp) => {
+            let resp = resp.into_response();
+            let failed = resp.status() == StatusCode::UNAUTHORIZED;
+            (resp, failed)
+        }
+        Err(e) => {
+            let e = error::render(e);
+            let failed = e.status == StatusCode::UNAUTHORIZED || e.code == "OAUTH_STATE_INVALID";
+            (e.into_response(), failed)
+        }
+    };
+    if failed_auth {
+        if let Some(policy) = cfg.policies.get("auth") {
+            tracing::info!(target: "rate_limit", %ip, status = resp.status().as_u16(), "failed authentication counted");
+            match limits::hit(&state.store, "auth", policy, &ip, now).await {
+                Ok(d) if !d.allowed => return Ok(d.error().into_response()),
+                Ok(_) => {}
+                Err(e) => return Ok(e.into_response()),
+            }
+        }
+    }
+    if let Some(d) = general {
+        for (name, value) in d.headers() {
+            if let Ok(v) = value.parse() {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+    }
+    Ok(resp)
 }
 
 /// Serves only `/metrics` (a worker process's metrics) until `shutdown` resolves.

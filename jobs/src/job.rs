@@ -77,25 +77,8 @@ pub struct JobContext {
     pub worker: String,
     /// For webhook deliveries.
     pub http: reqwest::Client,
-    /// One waiter per platform and process at the fleet-wide pacing gate; see `sync`.
-    pub local_gates: LocalGates,
-}
-
-/// In-process queues in front of the database pacing gates: only one task per platform in a
-/// process contends for the gate at a time, so a slot does not wake every waiting sync.
-#[derive(Clone, Default)]
-pub struct LocalGates {
-    instagram: Arc<tokio::sync::Mutex<()>>,
-    tiktok: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl LocalGates {
-    pub fn of(&self, p: Platform) -> &tokio::sync::Mutex<()> {
-        match p {
-            Platform::Instagram => &self.instagram,
-            Platform::Tiktok => &self.tiktok,
-        }
-    }
+    /// This process's side of the fleet-wide pacing gates.
+    pub local_gates: crate::pacing::LocalGates,
 }
 
 impl JobContext {

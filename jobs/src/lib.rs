@@ -10,6 +10,7 @@
 //! - [`clients`]: the Instagram and TikTok clients behind one trait, with classified errors.
 //! - [`job`]: what every handler shares (context, outcome, error, backoff); one module per job:
 //!   [`connect`], [`refresh`], [`sync`], [`notify`], and the nightly [`sweeps`].
+//! - [`pacing`]: the process side of the fleet-wide gate that spaces sync starts.
 
 pub mod clients;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod connect;
 pub mod domain;
 pub mod job;
 pub mod notify;
+pub mod pacing;
 pub mod refresh;
 pub mod secret;
 pub mod store;

@@ -8,6 +8,7 @@ use crate::{
     clients::PlatformError,
     domain::{AccountId, AccountStatus},
     job::{JobContext, JobError, Outcome},
+    pacing::Slot,
     refresh,
     store::{NewJob, Snapshot},
     time::Timestamp,
@@ -46,13 +47,6 @@ pub fn job(account: AccountId, reason: SyncReason, run_at: Timestamp) -> NewJob 
     }
 }
 
-/// Extra spacing against timing jitter: 5 % of the spacing, at most 25 ms. (On this
-/// project's 2-core test machine the time from taking the gate to the request reaching the
-/// platform usually varied by under 10 ms; rare stalls of 100 ms and more no margin covers.)
-pub fn pacing_margin(spacing: Duration) -> Duration {
-    (spacing / 20).min(Duration::from_millis(25))
-}
-
 pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError> {
     let id = args.account_id;
     let Some(mut account) = cx.store.account(id).await? else { return Ok(Outcome::Skipped("account is gone".into())) };
@@ -75,32 +69,18 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
         };
     }
 
-    // Pacing: take the platform's gate when it opens. The gate is spaced a little wider than
-    // configured (`pacing_margin`), so the jitter between taking it and the request reaching
-    // the platform never brings two starts closer than the spacing.
+    // Pacing: start in the platform's next fleet-wide slot, or come back nearer to it.
     let (access, _) = refresh::open_tokens(cx, &account).await?;
     let spacing = cx.settings.spacing(account.platform);
-    let spacing = spacing + pacing_margin(spacing);
-    let mut waited = Duration::ZERO;
-    let local_turn = cx.local_gates.of(account.platform).lock().await;
-    loop {
-        let now = cx.now();
-        match cx.store.take_pacing_gate(account.platform.as_str(), spacing, now).await? {
-            Ok(()) => break,
-            Err(next) => {
-                let wait = now.until(next);
-                if wait > cx.settings.max_pacing_wait {
-                    // Come back a little before the gate opens (fetching a due job takes up to
-                    // a poll), instead of holding a worker.
-                    let early = (cx.settings.max_pacing_wait / 2).min(Duration::from_secs(1));
-                    return Err(defer(next.minus(early)));
-                }
-                tokio::time::sleep(wait).await;
-                waited += wait;
-            }
+    let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, cx.settings.max_pacing_wait).await? {
+        Slot::Now(waited) => waited,
+        Slot::Later(wait) => {
+            // Come back a little before the slot (fetching a due job takes up to a poll),
+            // instead of holding a worker.
+            let early = (cx.settings.max_pacing_wait / 2).min(Duration::from_secs(1));
+            return Err(defer(cx.now().plus(wait).minus(early)));
         }
-    }
-    drop(local_turn);
+    };
     metrics::histogram!("socialsync_pacing_wait_seconds", "platform" => account.platform.as_str()).record(waited.as_secs_f64());
     tracing::debug!(target: "data_sync", account_id = %id, pacing_wait_ms = waited.as_millis() as u64, "pacing gate taken");
 

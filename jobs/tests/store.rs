@@ -288,27 +288,37 @@ both_backends! {
         assert!(db.store.last_cron_run("other").await.unwrap().is_none());
     }
 
-    async fn pacing_gate_opens_once_per_spacing(db: TestDb) {
-        let spacing = Duration::from_millis(200);
-        let took = race(&db.store, 20, |store, _| async move {
-            store.take_pacing_gate("tiktok", spacing, T0).await.unwrap()
-        }).await;
-        assert_eq!(took.iter().filter(|t| t.is_ok()).count(), 1, "one of 20 racers starts");
-        assert!(took.iter().filter_map(|t| t.err()).all(|next| next == T0.plus(spacing)), "the rest learn when it opens");
+    async fn pacing_slots_are_spaced_however_many_race(db: TestDb) {
+        let (spacing, max_wait) = (Duration::from_millis(200), Duration::from_secs(5));
+        let mut slots = race(&db.store, 20, |store, _| async move {
+            store.reserve_pacing_slot("tiktok", spacing, T0, max_wait).await.unwrap()
+        })
+        .await
+        .into_iter()
+        .map(|s| s.expect("20 slots fit in 5 s").0)
+        .collect::<Vec<_>>();
+        slots.sort();
+        let expected: Vec<i64> = (0..20).map(|i| T0.0 + i * 200).collect();
+        assert_eq!(slots, expected, "20 racers get 20 distinct slots, one spacing apart");
 
-        let just_before = T0.plus(spacing).minus(Duration::from_millis(1));
-        assert_eq!(db.store.take_pacing_gate("tiktok", spacing, just_before).await.unwrap(), Err(T0.plus(spacing)));
-        // A late start moves the gate from its own start, not from when the gate opened.
-        let late = T0.plus(Duration::from_secs(5));
-        assert_eq!(db.store.take_pacing_gate("tiktok", spacing, late).await.unwrap(), Ok(()));
-        assert_eq!(db.store.pacing_next_at("tiktok").await.unwrap(), Some(late.plus(spacing)));
+        // Past the allowed wait nothing is reserved; the caller learns when the gate is free.
+        let free = T0.plus(spacing * 20);
+        assert_eq!(db.store.reserve_pacing_slot("tiktok", spacing, T0, Duration::from_secs(3)).await.unwrap(), Err(free));
+        assert_eq!(db.store.pacing_next_at("tiktok").await.unwrap(), Some(free), "a refused reservation moves nothing");
+        // A gate idle since long gives the earliest instant asked for.
+        let late = T0.plus(Duration::from_secs(60));
+        assert_eq!(db.store.reserve_pacing_slot("tiktok", spacing, late, max_wait).await.unwrap(), Ok(late));
 
         // A platform's "slow down" pushes the whole gate back, never forward.
         let hint = late.plus(Duration::from_secs(30));
         db.store.push_back_pacing("tiktok", hint).await.unwrap();
         db.store.push_back_pacing("tiktok", late).await.unwrap();
-        assert_eq!(db.store.take_pacing_gate("tiktok", spacing, late.plus(spacing)).await.unwrap(), Err(hint));
-        assert_eq!(db.store.take_pacing_gate("instagram", spacing, late).await.unwrap(), Ok(()), "keys are independent");
+        assert_eq!(db.store.reserve_pacing_slot("tiktok", spacing, late, max_wait).await.unwrap(), Err(hint));
+        assert_eq!(db.store.reserve_pacing_slot("instagram", spacing, late, max_wait).await.unwrap(), Ok(late), "keys are independent");
+
+        // The database's clock, which slots follow, reads the present.
+        let db_now = db.store.database_micros().await.unwrap() / 1000;
+        assert!(db_now.abs_diff(jobs::Timestamp::now().0) < 5_000, "{db_now}");
     }
 
     async fn rate_limit_counts_are_atomic(db: TestDb) {

@@ -93,6 +93,24 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database could not be reached (down, restarting, pool exhausted), as opposed to a
+    /// query failing: worth a 503 and a retry, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        let e = match self {
+            StoreError::Connect { .. } => return true,
+            StoreError::Db(e) => e,
+            StoreError::Corrupt(_) => return false,
+        };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+            // Class 08: connection exceptions; 57P: the server is shutting down or starting.
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// socialsync's domain storage. Cheap to clone.

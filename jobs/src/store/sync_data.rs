@@ -110,4 +110,14 @@ impl Store {
         const SQL: &str = "SELECT COUNT(*) FROM posts WHERE account_id = $1";
         Ok(on_pool!(self, p => sqlx::query_scalar(SQL).bind(account).fetch_one(p).await?))
     }
+
+    /// Deletes an account's snapshots and posts (a disconnect that keeps no history).
+    pub async fn delete_account_history(&self, account: AccountId) -> Result<()> {
+        write_tx!(self, tx => {
+            sqlx::query("DELETE FROM posts WHERE account_id = $1").bind(account).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM account_snapshots WHERE account_id = $1").bind(account).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
 }

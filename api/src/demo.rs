@@ -1,0 +1,80 @@
+//! `/demo`: the first five minutes. A page where a person connects a sandbox Instagram or
+//! TikTok account, watches it get synced, and asks for another sync — through the real API.
+//! Only in development (`up` without `JWT_SECRET`): the page signs its visitor in as the demo
+//! user with a token it mints; otherwise it says how to get there.
+
+use poem::{handler, web::{Data, Html}};
+
+use crate::ApiState;
+
+/// How long the demo page's token lasts.
+const TOKEN_TTL_SECS: u64 = 12 * 3600;
+
+#[handler]
+pub async fn page(state: Data<&ApiState>) -> Html<String> {
+    let cfg = &state.config;
+    let token = match (&cfg.demo_user, &cfg.jwt) {
+        (Some(user), Some(jwt)) => jwt.issue(user, TOKEN_TTL_SECS),
+        _ => {
+            return Html(format!(
+                "{HEAD}<p>The demo page is only served by <code>socialsync up</code> in development \
+                 (without <code>JWT_SECRET</code>). The API and its docs are at <a href=\"/docs\">/docs</a>.</p>"
+            ))
+        }
+    };
+    // The token is a JSON string literal inside the script (it holds only base64url and dots).
+    Html(format!("{HEAD}{BODY}<script>const TOKEN = {};\n{SCRIPT}</script>", serde_json::Value::String(token)))
+}
+
+const HEAD: &str = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>socialsync demo</title>
+<style>
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222 }
+button { font: inherit; padding: .3rem .8rem; margin-right: .5rem; cursor: pointer }
+table { border-collapse: collapse; width: 100%; margin-top: 1rem }
+td, th { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #ddd }
+.note { padding: .5rem .8rem; background: #eef6ff; border-radius: 4px }
+.error { background: #ffeeee }
+code { background: #f3f3f3; padding: 0 .2rem }
+</style></head><body><h1>socialsync demo</h1>"#;
+
+const BODY: &str = r#"<p>Connect an account of the <strong>sandbox</strong> platform (simulated Instagram and TikTok),
+watch the workers sync it, and ask for another sync. Everything goes through the real API
+(<a href="/docs">/docs</a>) as the demo user.</p>
+<p id="flash" class="note" hidden></p>
+<p><button id="connect-instagram">Connect Instagram</button><button id="connect-tiktok">Connect TikTok</button></p>
+<table><thead><tr><th>Account</th><th>Platform</th><th>Status</th><th>Followers</th><th>Posts</th><th>Last synced</th><th></th></tr></thead>
+<tbody id="accounts"><tr><td colspan="7">Loading…</td></tr></tbody></table>"#;
+
+const SCRIPT: &str = r#"
+const api = (path, method = 'GET') => fetch('/api/v1' + path, { method, headers: { Authorization: 'Bearer ' + TOKEN } })
+  .then(async r => { const body = r.status === 204 ? null : await r.json(); if (!r.ok) throw new Error(body.error.message); return body; });
+const flash = (text, error) => { const f = document.getElementById('flash'); f.textContent = text; f.hidden = false; f.className = error ? 'note error' : 'note'; };
+const params = new URLSearchParams(location.search);
+if (params.get('connect') === 'pending') flash('Connecting your ' + params.get('platform') + ' account… it appears below once the worker has finished.');
+if (params.get('connect') === 'error') flash('The connect did not happen: ' + params.get('reason'), true);
+for (const p of ['instagram', 'tiktok']) {
+  document.getElementById('connect-' + p).onclick = () =>
+    api('/social-media/' + p + '/connect', 'POST').then(r => { location.href = r.authorization_url; }).catch(e => flash(e.message, true));
+}
+const cell = text => { const td = document.createElement('td'); td.textContent = text ?? '—'; return td; };
+async function refresh() {
+  try {
+    const accounts = await api('/social-media/accounts');
+    const rows = await Promise.all(accounts.map(async a => {
+      const stats = await api('/social-media/accounts/' + a.id + '/stats?history=1');
+      const tr = document.createElement('tr');
+      tr.dataset.account = a.id;
+      tr.append(cell('@' + a.username), cell(a.platform), cell(a.status), cell(stats.latest?.followers_count),
+        cell(stats.posts_count), cell(a.last_synced_at ? new Date(a.last_synced_at).toLocaleString() : 'not yet'));
+      const td = document.createElement('td'); const b = document.createElement('button'); b.textContent = 'Sync now';
+      b.onclick = () => api('/social-media/accounts/' + a.id + '/sync', 'POST')
+        .then(j => flash('Sync queued (job ' + j.job_id + ').')).catch(e => flash(e.message, true));
+      td.append(b); tr.append(td); return tr;
+    }));
+    const body = document.getElementById('accounts');
+    body.replaceChildren(...rows);
+    if (!rows.length) body.innerHTML = '<tr><td colspan="7">No account connected yet.</td></tr>';
+  } catch (e) { flash(e.message, true); }
+}
+refresh(); setInterval(refresh, 2000);
+"#;

@@ -1,0 +1,381 @@
+//! The `/api/v1` endpoints over real HTTP, against a real database and the sandbox platform:
+//! each endpoint's success and failure paths, the error body, and the rate limits.
+
+use std::{sync::Arc, time::Duration};
+
+use api::{ApiConfig, ApiState, auth::Jwt, limits::Policies};
+use jobs::{Secret, Store, Vault, VaultKey, clients::Clients, job::{JobContext, JobSettings}};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use testkit::{TestDb, both_backends, platform::{SandboxServer, param}};
+use tokio_util::sync::CancellationToken;
+
+const JWT_SECRET: &str = "jwt-secret-for-the-api-tests";
+const CRON_SECRET: &str = "cron-secret-for-the-api-tests";
+
+struct App {
+    url: String,
+    db: Arc<TestDb>,
+    vault: Vault,
+    sb: SandboxServer,
+    jwt: Jwt,
+    http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(db: TestDb, tweak: impl FnOnce(&mut ApiConfig)) -> App {
+    let store = db.store.clone();
+    start_on(Arc::new(db), store, tweak).await
+}
+
+/// A server on `db` through its own connection pool `store` (as another process would be).
+async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut ApiConfig)) -> App {
+    let sb = SandboxServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let callback = |p: &str| format!("{url}/api/v1/social-media/{p}/callback");
+    let mut platforms = sb.platforms_with_redirect(Duration::from_secs(5), &callback("instagram"));
+    platforms.tiktok = sb.platforms_with_redirect(Duration::from_secs(5), &callback("tiktok")).tiktok;
+    let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+    let jobs = JobContext {
+        store: store.clone(),
+        vault: vault.clone(),
+        clients: Clients::new(&platforms),
+        clock: Arc::new(jobs::SystemClock),
+        settings: JobSettings::default(),
+        worker: "api-test".into(),
+        http: reqwest::Client::new(),
+        local_gates: Default::default(),
+    };
+    let jwt = Jwt::new(&Secret::from(JWT_SECRET));
+    let mut config = ApiConfig {
+        jobs,
+        jwt: Some(jwt.clone()),
+        cron_secret: Some(Secret::from(CRON_SECRET)),
+        service_token: Some(Secret::from("service-token")),
+        policies: Policies::with_overrides("general=10000/15m").unwrap(),
+        trusted_proxies: vec![],
+        frontend_url: "https://app.example.com/settings/social".into(),
+        keep_history_on_disconnect: true,
+        max_body_bytes: 4096,
+        demo_user: None,
+    };
+    tweak(&mut config);
+    let state = ApiState { store, expected_schema_version: migrations::latest_version(), sandbox: None, metrics: None, config: Arc::new(config) };
+    let stop = CancellationToken::new();
+    tokio::spawn(api::serve(state, listener, stop.clone().cancelled_owned()));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    App { url, db, vault, sb, jwt, http, stop }
+}
+
+impl App {
+    async fn call(&self, method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(user) = user {
+            req = req.bearer_auth(self.jwt.issue(user, 600));
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} is not JSON: {text}")) };
+        (status, body, headers)
+    }
+
+    /// Starts a connect for `user` and gives consent at the sandbox as `username`; returns the
+    /// platform's redirect to our callback.
+    async fn consent(&self, user: &str, platform: &str, username: &str, allow: bool) -> url::Url {
+        let (status, body, _) = self.call(Method::POST, &format!("/api/v1/social-media/{platform}/connect"), Some(user), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["state_expires_at"].as_str().unwrap().ends_with('Z'));
+        let account = self.sb.account_id(username).await;
+        self.sb.consent(body["authorization_url"].as_str().unwrap(), &account, allow).await
+    }
+
+    /// Follows a redirect to our callback; returns the status, the body, and where it sends the browser.
+    async fn follow(&self, redirect: &url::Url) -> (StatusCode, Value, Option<url::Url>) {
+        let path = &redirect.as_str()[self.url.len()..];
+        let (status, body, headers) = self.call(Method::GET, path, None, None).await;
+        (status, body, headers.get("location").map(|l| url::Url::parse(l.to_str().unwrap()).unwrap()))
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+both_backends! {
+    async fn connect_callback_queues_the_connect_and_refuses_replays(db: TestDb) {
+        let app = start(db, |_| {}).await;
+        let redirect = app.consent("user-1", "tiktok", "dance.daily", true).await;
+        let (status, _, location) = app.follow(&redirect).await;
+        assert_eq!(status, 303);
+        let location = location.unwrap();
+        assert!(location.as_str().starts_with("https://app.example.com/settings/social?"), "{location}");
+        assert_eq!(param(&location, "connect").as_deref(), Some("pending"));
+        assert_eq!(param(&location, "platform").as_deref(), Some("tiktok"));
+        let job_id = param(&location, "job_id").unwrap();
+        let job = app.db.store.queued_job(&job_id).await.unwrap().expect("the connect job is queued");
+        assert_eq!(job.queue, "connect");
+        let code = param(&redirect, "code").unwrap();
+        assert!(!job.payload.contains(&code), "the code is not in the job payload");
+
+        // The job is the caller's; another user sees nothing.
+        let (status, body, _) = app.call(Method::GET, &format!("/api/v1/jobs/{job_id}"), Some("user-1"), None).await;
+        assert_eq!((status.as_u16(), body["queue"].as_str()), (200, Some("connect")), "{body}");
+        let (status, body, _) = app.call(Method::GET, &format!("/api/v1/jobs/{job_id}"), Some("user-2"), None).await;
+        assert_error(status, &body, 404, "NOT_FOUND");
+
+        // The same callback again: the state is spent.
+        let (status, body, _) = app.follow(&redirect).await;
+        assert_error(status, &body, 400, "OAUTH_STATE_INVALID");
+    }
+
+    async fn denied_consent_redirects_with_the_reason(db: TestDb) {
+        let app = start(db, |_| {}).await;
+        let redirect = app.consent("user-1", "instagram", "acme_studio", false).await;
+        let (status, _, location) = app.follow(&redirect).await;
+        assert_eq!(status, 303);
+        let location = location.unwrap();
+        assert_eq!(param(&location, "connect").as_deref(), Some("error"));
+        assert_eq!(param(&location, "reason").as_deref(), Some("access_denied"));
+        assert!(app.db.store.accounts_of_user("user-1").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_with_bad_states_are_refused_with_json() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let redirect = app.consent("user-1", "tiktok", "dance.daily", true).await;
+    let state = param(&redirect, "state").unwrap();
+    let code = param(&redirect, "code").unwrap();
+    let cases = [
+        ("missing state", format!("/api/v1/social-media/tiktok/callback?code={code}")),
+        ("unknown state", format!("/api/v1/social-media/tiktok/callback?code={code}&state=nope")),
+        ("wrong platform", format!("/api/v1/social-media/instagram/callback?code={code}&state={state}")),
+        ("oversized state", format!("/api/v1/social-media/tiktok/callback?code={code}&state={}", "s".repeat(300))),
+    ];
+    for (what, path) in cases {
+        let (status, body, _) = app.call(Method::GET, &path, None, None).await;
+        assert_eq!(body["error"]["code"], "OAUTH_STATE_INVALID", "{what}: {body}");
+        assert_eq!(status, 400, "{what}");
+    }
+    let (status, body, _) = app.call(Method::GET, &format!("/api/v1/social-media/tiktok/callback?state={state}&code={}", "x".repeat(3000)), None, None).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    let (status, body, _) = app.call(Method::GET, &format!("/api/v1/social-media/myspace/callback?state={state}&code={code}"), None, None).await;
+    assert_error(status, &body, 400, "UNKNOWN_PLATFORM");
+    // None of that spent the real state: the genuine callback still works.
+    let (status, _, location) = app.follow(&redirect).await;
+    assert_eq!((status.as_u16(), location.and_then(|l| param(&l, "connect"))), (303, Some("pending".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_state_is_refused() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let redirect = app.consent("user-1", "instagram", "acme_studio", true).await;
+    let hash = api::v1::state_hash(&param(&redirect, "state").unwrap());
+    let jobs::store::Pool::Postgres(pool) = app.db.store.pool() else { unreachable!() };
+    sqlx::query("UPDATE oauth_states SET expires_at = 0 WHERE state_hash = $1").bind(&hash).execute(pool).await.unwrap();
+    let (status, body, _) = app.follow(&redirect).await;
+    assert_error(status, &body, 400, "OAUTH_STATE_INVALID");
+}
+
+/// An account of `user`'s, stored as a finished connect would.
+async fn account(app: &App, user: &str, puid: &str) -> i64 {
+    use jobs::{Aad, Platform, Timestamp, store::NewAccount};
+    let now = Timestamp::now();
+    let a = NewAccount {
+        user_id: user.into(),
+        platform: Platform::Tiktok,
+        platform_user_id: puid.into(),
+        username: format!("{puid}_name"),
+        display_name: None,
+        scopes: "user.info.basic".into(),
+        access_token: app.vault.seal(&Aad::account(Platform::Tiktok, puid, "access_token"), &Secret::from(format!("act.secret.{puid}"))),
+        refresh_token: None,
+        access_expires_at: now.plus(Duration::from_secs(86_400)),
+        refresh_expires_at: None,
+        next_refresh_at: None,
+    };
+    app.db.store.upsert_account(&a, now).await.unwrap().id.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_read_synced_and_disconnected_by_their_owner_only() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let id = account(&app, "user-1", "puid-1").await;
+    let (status, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 1);
+    assert_eq!((body[0]["id"].as_i64(), body[0]["status"].as_str(), body[0]["platform"].as_str()), (Some(id), Some("active"), Some("tiktok")));
+    assert!(!body.to_string().contains("act.secret"), "no token in the response: {body}");
+    let (_, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-2"), None).await;
+    assert_eq!(body, json!([]));
+
+    let sync = format!("/api/v1/social-media/accounts/{id}/sync");
+    let (status, first, _) = app.call(Method::POST, &sync, Some("user-1"), None).await;
+    assert_eq!((status.as_u16(), first["created"].as_bool()), (202, Some(true)), "{first}");
+    let (status, again, _) = app.call(Method::POST, &sync, Some("user-1"), None).await;
+    assert_eq!((status.as_u16(), again["created"].as_bool()), (202, Some(false)));
+    assert_eq!(again["job_id"], first["job_id"], "the waiting sync answers for the second request");
+    let (status, job, _) = app.call(Method::GET, &format!("/api/v1/jobs/{}", first["job_id"].as_str().unwrap()), Some("user-1"), None).await;
+    assert_eq!((status.as_u16(), job["queue"].as_str()), (200, Some("sync")));
+
+    let stats = format!("/api/v1/social-media/accounts/{id}/stats");
+    let (status, body, _) = app.call(Method::GET, &stats, Some("user-1"), None).await;
+    assert_eq!((status.as_u16(), body["posts_count"].as_i64(), body["latest"].is_null()), (200, Some(0), true), "{body}");
+    let (status, body, _) = app.call(Method::GET, &format!("{stats}?history=0"), Some("user-1"), None).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+
+    for (method, path) in [(Method::POST, sync.clone()), (Method::GET, stats.clone()), (Method::DELETE, format!("/api/v1/social-media/accounts/{id}"))] {
+        let (status, body, _) = app.call(method.clone(), &path, Some("user-2"), None).await;
+        assert_error(status, &body, 404, "NOT_FOUND");
+    }
+    let (status, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts/999999/stats", Some("user-1"), None).await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+
+    let (status, _, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{id}"), Some("user-1"), None).await;
+    assert_eq!(status, 204);
+    let stored = app.db.store.account(jobs::AccountId(id)).await.unwrap().unwrap();
+    assert!(stored.access_token.is_none() && stored.status == jobs::AccountStatus::Disconnected);
+    let (_, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await;
+    assert_eq!(body, json!([]));
+    let (status, body, _) = app.call(Method::POST, &sync, Some("user-1"), None).await;
+    assert_error(status, &body, 409, "ACCOUNT_NOT_ACTIVE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_never_a_500() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let (status, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts", None, None).await;
+    assert_error(status, &body, 401, "UNAUTHORIZED");
+    let expired = app.http.get(format!("{}/api/v1/social-media/accounts", app.url)).bearer_auth(Jwt::new(&Secret::from("other")).issue("user-1", 600)).send().await.unwrap();
+    assert_eq!(expired.status(), 401);
+    let (status, body, _) = app.call(Method::POST, "/api/v1/social-media/myspace/connect", Some("user-1"), None).await;
+    assert_error(status, &body, 400, "UNKNOWN_PLATFORM");
+    let (status, body, _) = app.call(Method::GET, "/api/v1/nothing-here", Some("user-1"), None).await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+    let (status, body, _) = app.call(Method::PUT, "/api/v1/social-media/accounts", Some("user-1"), None).await;
+    assert_eq!(body["error"]["code"].as_str().map(|c| c == "METHOD_NOT_ALLOWED" || c == "NOT_FOUND"), Some(true), "{status} {body}");
+    let (status, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts/abc/stats", Some("user-1"), None).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+
+    let consume = |body: &str| app.http.post(format!("{}/api/v1/limits/chat/consume", app.url)).header("x-service-token", "service-token").header("content-type", "application/json").body(body.to_owned()).send();
+    let resp = consume("{not json").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "INVALID_REQUEST");
+    let resp = consume(r#"{"key":"k","extra":1}"#).await.unwrap();
+    assert_eq!(resp.status(), 400, "unknown fields are refused");
+    let resp = consume(&format!(r#"{{"key":"{}"}}"#, "k".repeat(5000))).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "PAYLOAD_TOO_LARGE");
+    let resp = consume(r#"{"key":"k"}"#).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixth_failed_authentication_is_limited_and_two_servers_share_the_count() {
+    let db = Arc::new(TestDb::new(testkit::Backend::Postgres).await);
+    let policies = |c: &mut ApiConfig| c.policies = Policies::with_overrides("general=10000/15m").unwrap();
+    let one = start_on(db.clone(), db.store.clone(), policies).await;
+    let second_pool = Store::connect(&testkit::db_config(&db.url)).await.unwrap();
+    let two = start_on(db.clone(), second_pool, policies).await;
+    // Five failures, spread over both servers: each answered 401.
+    for (i, app) in [&one, &two, &one, &two, &one].into_iter().enumerate() {
+        let resp = app.http.get(format!("{}/api/v1/social-media/accounts", app.url)).bearer_auth("forged.token.here").send().await.unwrap();
+        assert_eq!(resp.status(), 401, "failure {}", i + 1);
+    }
+    // The sixth, on the server that has seen only two: limited, with the headers.
+    let resp = two.http.get(format!("{}/api/v1/social-media/accounts", two.url)).bearer_auth("forged.token.here").send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let h = resp.headers().clone();
+    for name in ["retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+        assert!(h.contains_key(name), "{name} in {h:?}");
+    }
+    assert_eq!(h["ratelimit-limit"], "5");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    assert!(body["error"]["retry_after_seconds"].as_u64().unwrap() >= 1);
+    // Wrong cron secrets count the same way.
+    let resp = one.http.post(format!("{}/api/v1/jobs/data-sync/run", one.url)).header("x-cron-secret", CRON_SECRET).send().await.unwrap();
+    assert_eq!(resp.status(), 429, "the address stays locked out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_and_service_limits_apply() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |c| {
+        c.policies = Policies::with_overrides("general=10000/15m,sync=2/15m,chat=2/5m").unwrap();
+    })
+    .await;
+    let id = account(&app, "user-1", "puid-1").await;
+    let sync = format!("/api/v1/social-media/accounts/{id}/sync");
+    for _ in 0..2 {
+        assert_eq!(app.call(Method::POST, &sync, Some("user-1"), None).await.0, 202);
+    }
+    let (status, body, headers) = app.call(Method::POST, &sync, Some("user-1"), None).await;
+    assert_error(status, &body, 429, "RATE_LIMIT_EXCEEDED");
+    assert!(headers.contains_key("retry-after"));
+    let other = account(&app, "user-2", "puid-2").await;
+    assert_eq!(app.call(Method::POST, &format!("/api/v1/social-media/accounts/{other}/sync"), Some("user-2"), None).await.0, 202, "another user has their own budget");
+
+    let consume = || app.http.post(format!("{}/api/v1/limits/chat/consume", app.url)).header("x-service-token", "service-token").json(&json!({"key": "u1"})).send();
+    let first: Value = consume().await.unwrap().json().await.unwrap();
+    assert_eq!((first["allowed"].as_bool(), first["limit"].as_u64(), first["remaining"].as_u64()), (Some(true), Some(2), Some(1)));
+    assert_eq!(consume().await.unwrap().status(), 200);
+    assert_eq!(consume().await.unwrap().status(), 429);
+    let wrong = app.http.post(format!("{}/api/v1/limits/chat/consume", app.url)).header("x-service-token", "nope").json(&json!({"key": "u1"})).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unknown = app.http.post(format!("{}/api/v1/limits/nope/consume", app.url)).header("x-service-token", "service-token").json(&json!({"key": "u1"})).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_triggers_need_the_cron_secret_and_count_what_they_queue() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let id = account(&app, "user-1", "puid-1").await;
+    let run = |path: &str, secret: Option<&str>| {
+        let mut req = app.http.post(format!("{}/api/v1/jobs/{path}", app.url));
+        if let Some(s) = secret {
+            req = req.header("x-cron-secret", s);
+        }
+        req.send()
+    };
+    assert_eq!(run("data-sync/run", None).await.unwrap().status(), 401);
+    assert_eq!(run("data-sync/run", Some("wrong")).await.unwrap().status(), 401);
+    let resp = run("data-sync/run", Some(CRON_SECRET)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["enqueued"], 1, "the never-synced account");
+    let again: Value = run("data-sync/run", Some(CRON_SECRET)).await.unwrap().json().await.unwrap();
+    assert_eq!(again["enqueued"], 0, "its sync is already waiting");
+    let one: Value = run(&format!("token-refresh/run?account_id={id}"), Some(CRON_SECRET)).await.unwrap().json().await.unwrap();
+    assert_eq!(one["enqueued"], 1);
+    assert!(one["job_id"].is_string());
+    assert_eq!(run("token-refresh/run?account_id=424242", Some(CRON_SECRET)).await.unwrap().status(), 404);
+
+    let (status, body, _) = app.call(Method::GET, "/api/v1/notifications", Some("user-1"), None).await;
+    assert_eq!((status.as_u16(), body), (200, json!([])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_and_docs_are_served() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let (status, spec, _) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/social-media/{platform}/connect", "/social-media/{platform}/callback", "/social-media/accounts", "/jobs/{id}", "/limits/{policy}/consume"] {
+        assert!(spec["paths"].get(path).is_some(), "{path} in the spec");
+    }
+    let docs = app.http.get(format!("{}/docs", app.url)).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+}

@@ -1,0 +1,128 @@
+//! Fleet-wide pacing of sync starts (DESIGN.md §6), the process side of `store::pacing`.
+//!
+//! A sync reserves its platform's next slot in the database a little ahead of time
+//! ([`PACING_LEAD`]), then sleeps until the slot and starts. Reserving ahead means the
+//! database round trip — and an fsync or a busy pool stalling it — happens before the slot,
+//! not between the slot and the request, so what the platform sees is spaced by the gate, not
+//! by how fast each commit came back.
+//!
+//! Slots are instants on the database's clock, the one clock every worker shares: each process
+//! learns its offset to it ([`FleetClock`]) and sleeps by its own clock plus that offset, so a
+//! machine whose clock is off by 50 ms still starts on time.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    domain::Platform,
+    store::{Store, StoreError},
+    time::Timestamp,
+};
+
+/// How far ahead of now a slot is reserved: longer than a database round trip normally takes.
+pub const PACING_LEAD: Duration = Duration::from_millis(100);
+
+/// How often a process re-measures its offset to the database's clock.
+const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Extra spacing against timing jitter after the slot (waking from the sleep, sending the
+/// request, the platform reading it): 2 % of the spacing, between 4 and 20 ms (1 % of the
+/// default 2 s). A start that wakes later than half of it gives its slot up and takes the next.
+pub fn pacing_margin(spacing: Duration) -> Duration {
+    (spacing / 50).clamp(Duration::from_millis(4), Duration::from_millis(20))
+}
+
+/// What a process keeps for pacing: one reserving task per platform at a time (so a slot does
+/// not wake every waiting sync), and its offset to the database's clock.
+#[derive(Clone, Default)]
+pub struct LocalGates {
+    instagram: Arc<tokio::sync::Mutex<()>>,
+    tiktok: Arc<tokio::sync::Mutex<()>>,
+    clock: FleetClock,
+}
+
+/// When the slot is, or, when the gate is further away than the allowed wait, when to come back.
+pub enum Slot {
+    /// Started: the sync may make its first call now. Holds how long it waited.
+    Now(Duration),
+    /// The gate opens further away than the allowed wait, in this long: come back then.
+    Later(Duration),
+}
+
+impl LocalGates {
+    fn turn(&self, p: Platform) -> &tokio::sync::Mutex<()> {
+        match p {
+            Platform::Instagram => &self.instagram,
+            Platform::Tiktok => &self.tiktok,
+        }
+    }
+
+    /// Waits for a slot on `platform`'s gate, spaced `spacing` (plus [`pacing_margin`]) from
+    /// every other start in the fleet.
+    pub async fn start(&self, store: &Store, platform: Platform, spacing: Duration, max_wait: Duration) -> Result<Slot, StoreError> {
+        let margin = pacing_margin(spacing);
+        let begun = Instant::now();
+        loop {
+            let turn = self.turn(platform).lock().await;
+            let now = Timestamp(self.clock.now_micros(store).await?.div_euclid(1000));
+            let slot = match store.reserve_pacing_slot(platform.as_str(), spacing + margin, now.plus(PACING_LEAD), max_wait).await? {
+                Ok(slot) => slot,
+                Err(next) => return Ok(Slot::Later(now.until(next))),
+            };
+            drop(turn);
+            let slot_us = slot.0 * 1000;
+            let wait = slot_us - self.clock.now_micros(store).await?;
+            tokio::time::sleep(Duration::from_micros(wait.max(0) as u64)).await;
+            let late = Duration::from_micros((self.clock.now_micros(store).await? - slot_us).max(0) as u64);
+            if late <= margin / 2 {
+                return Ok(Slot::Now(begun.elapsed()));
+            }
+            // Woke too late: starting now would crowd the next slot. This one goes unused.
+            tracing::debug!(target: "data_sync", %platform, late_ms = late.as_millis() as u64, "pacing slot missed; taking the next");
+        }
+    }
+}
+
+/// This process's reading of the database's clock: its own clock plus an offset measured
+/// every [`CLOCK_CHECK_EVERY`] (the best of three round trips, Cristian's method).
+#[derive(Clone, Default)]
+struct FleetClock {
+    /// When the offset was measured, and the offset in microseconds.
+    offset: Arc<Mutex<Option<(Instant, i64)>>>,
+}
+
+impl FleetClock {
+    /// The database's clock now, in microseconds since the epoch.
+    async fn now_micros(&self, store: &Store) -> Result<i64, StoreError> {
+        let cached = *self.offset.lock().expect("not poisoned");
+        let offset = match cached {
+            Some((at, offset)) if at.elapsed() < CLOCK_CHECK_EVERY => offset,
+            _ => {
+                let offset = measure_offset(store).await?;
+                *self.offset.lock().expect("not poisoned") = Some((Instant::now(), offset));
+                offset
+            }
+        };
+        Ok(local_micros() + offset)
+    }
+}
+
+fn local_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+async fn measure_offset(store: &Store) -> Result<i64, StoreError> {
+    let mut best: Option<(i64, i64)> = None;
+    for _ in 0..3 {
+        let sent = local_micros();
+        let db = store.database_micros().await?;
+        let back = local_micros();
+        let (rtt, offset) = (back - sent, db - (sent + back) / 2);
+        if best.is_none_or(|(r, _)| rtt < r) {
+            best = Some((rtt, offset));
+        }
+    }
+    Ok(best.map_or(0, |(_, o)| o))
+}
