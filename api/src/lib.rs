@@ -162,14 +162,40 @@ pub async fn serve_metrics(
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to
-/// [`SHUTDOWN_GRACE`]).
+/// [`SHUTDOWN_GRACE`]). Meanwhile it purges what the API leaves behind (see [`purge`]).
 pub async fn serve(
     state: ApiState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
-    Server::new_with_acceptor(acceptor)
+    let purging = tokio::spawn(purge(state.store.clone()));
+    let served = Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(state), shutdown, Some(SHUTDOWN_GRACE))
-        .await
+        .await;
+    purging.abort();
+    served
+}
+
+/// How often expired rate-limit counters and OAuth states are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// OAuth states are kept this long past their expiry (a late callback still finds its row
+/// and gets `OAUTH_STATE_INVALID` rather than nothing to explain).
+const KEEP_EXPIRED_STATES: Duration = Duration::from_secs(86_400);
+
+/// Deletes expired rate-limit counters and long-expired OAuth states, every [`PURGE_EVERY`].
+/// Every API process does it; the deletes are idempotent.
+async fn purge(store: Store) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tick.tick().await;
+        let now = Timestamp::now();
+        match (store.purge_rate_limits(now).await, store.purge_oauth_states(now.minus(KEEP_EXPIRED_STATES)).await) {
+            (Ok(counters), Ok(states)) if counters + states > 0 => {
+                tracing::info!(target: "rate_limit", counters, oauth_states = states, "purged expired rows")
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %error::error_chain(&e), "purging expired rows failed; trying again later"),
+        }
+    }
 }

@@ -379,3 +379,30 @@ async fn the_spec_and_docs_are_served() {
     let docs = app.http.get(format!("{}/docs", app.url)).send().await.unwrap();
     assert_eq!(docs.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_can_drop_the_history_and_notifications_are_the_callers() {
+    use jobs::{AccountId, Timestamp, store::{NewNotification, Post, Snapshot}};
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |c| c.keep_history_on_disconnect = false).await;
+    let id = account(&app, "user-1", "puid-1").await;
+    let now = Timestamp::now();
+    let snap = Snapshot { taken_at: now, followers_count: Some(42), ..Snapshot::default() };
+    let post = Post { platform_post_id: "p1".into(), caption: Some("hello".into()), ..Post::default() };
+    app.db.store.save_sync(AccountId(id), &snap, &[post], now).await.unwrap();
+    let (_, stats, _) = app.call(Method::GET, &format!("/api/v1/social-media/accounts/{id}/stats"), Some("user-1"), None).await;
+    assert_eq!((stats["latest"]["followers_count"].as_i64(), stats["posts_count"].as_i64()), (Some(42), Some(1)), "{stats}");
+    assert_eq!(stats["recent_posts"][0]["caption"], "hello");
+
+    let note = NewNotification { user_id: "user-1".into(), account_id: Some(AccountId(id)), kind: "reauth_required".into(), payload: json!({"platform": "tiktok"}) };
+    app.db.store.add_notification(&note, now).await.unwrap();
+    let (status, notes, _) = app.call(Method::GET, "/api/v1/notifications", Some("user-1"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!((notes[0]["kind"].as_str(), notes[0]["account_id"].as_i64(), notes[0]["payload"]["platform"].as_str()), (Some("reauth_required"), Some(id), Some("tiktok")), "{notes}");
+    let (_, theirs, _) = app.call(Method::GET, "/api/v1/notifications", Some("user-2"), None).await;
+    assert_eq!(theirs, json!([]));
+
+    let (status, _, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{id}"), Some("user-1"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(app.db.store.post_count(AccountId(id)).await.unwrap(), 0);
+    assert!(app.db.store.snapshots(AccountId(id), 10).await.unwrap().is_empty());
+}
