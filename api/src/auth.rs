@@ -97,10 +97,16 @@ async fn check_user(req: &Request, bearer: Bearer) -> poem::Result<String> {
 pub struct Cron(pub ());
 
 async fn check_cron(req: &Request, key: ApiKey) -> poem::Result<()> {
-    match &state(req).config.cron_secret {
-        Some(secret) if secrets_match(&key.key, secret) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("wrong X-Cron-Secret").into()),
-        None => Err(ApiError::unauthorized("manual triggers are disabled: CRON_JOB_SECRET is not set").into()),
+    let expected = state(req).config.cron_secret.as_ref();
+    Ok(check_shared_secret(&key.key, expected, "X-Cron-Secret", "manual triggers are disabled: CRON_JOB_SECRET is not set")?)
+}
+
+/// A header that must carry a configured shared secret.
+fn check_shared_secret(given: &str, expected: Option<&Secret>, header: &str, unset: &str) -> Result<(), ApiError> {
+    match expected {
+        Some(secret) if secrets_match(given, secret) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized(format!("wrong {header}"))),
+        None => Err(ApiError::unauthorized(unset)),
     }
 }
 
@@ -110,11 +116,8 @@ async fn check_cron(req: &Request, key: ApiKey) -> poem::Result<()> {
 pub struct Service(pub ());
 
 async fn check_service(req: &Request, key: ApiKey) -> poem::Result<()> {
-    match &state(req).config.service_token {
-        Some(secret) if secrets_match(&key.key, secret) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("wrong X-Service-Token").into()),
-        None => Err(ApiError::unauthorized("the limits service is disabled: SERVICE_TOKEN is not set").into()),
-    }
+    let expected = state(req).config.service_token.as_ref();
+    Ok(check_shared_secret(&key.key, expected, "X-Service-Token", "the limits service is disabled: SERVICE_TOKEN is not set")?)
 }
 
 #[cfg(test)]

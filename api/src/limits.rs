@@ -5,7 +5,8 @@
 //! time). A plain fixed window lets a client send twice the limit across a window boundary; a
 //! true sliding log stores every request. The estimate needs two counters per key, one atomic
 //! upsert and one read per check, and never lets more than the limit through in any window-
-//! length of time by more than the rounding of the previous window's share.
+//! length of time by more than the rounding of the previous window's share. (On PostgreSQL a
+//! hit and the read of the window before are one round trip.)
 //!
 //! Denied requests count too: a client that keeps hammering stays limited until it slows down.
 
@@ -156,8 +157,7 @@ pub async fn hit(store: &Store, name: &str, policy: Policy, subject: &str, now: 
     let w = policy.window.as_millis() as i64;
     let start = Timestamp(now.0 - now.0.rem_euclid(w));
     let key = format!("{name}:{subject}");
-    let current = store.hit_rate_limit(&key, start, Timestamp(start.0 + 2 * w)).await?;
-    let previous = store.rate_limit_count(&key, Timestamp(start.0 - w)).await?;
+    let (current, previous) = store.hit_rate_limit(&key, start, Timestamp(start.0 - w), Timestamp(start.0 + 2 * w)).await?;
     Ok(decide(policy, now, previous, current))
 }
 
@@ -166,8 +166,7 @@ pub async fn over(store: &Store, name: &str, policy: Policy, subject: &str, now:
     let w = policy.window.as_millis() as i64;
     let start = Timestamp(now.0 - now.0.rem_euclid(w));
     let key = format!("{name}:{subject}");
-    let current = store.rate_limit_count(&key, start).await?;
-    let previous = store.rate_limit_count(&key, Timestamp(start.0 - w)).await?;
+    let (current, previous) = store.rate_limit_counts(&key, start, Timestamp(start.0 - w)).await?;
     // As if this request were one more hit: at the limit already means denied.
     let d = decide(policy, now, previous, current + 1);
     Ok((!d.allowed).then_some(d))

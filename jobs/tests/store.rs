@@ -322,16 +322,18 @@ both_backends! {
     }
 
     async fn rate_limit_counts_are_atomic(db: TestDb) {
-        let window = T0;
+        let (previous, window) = (T0.minus(Duration::from_secs(900)), T0);
         let expires = T0.plus(Duration::from_secs(900));
+        db.store.hit_rate_limit("auth:1.2.3.4", previous, previous.minus(Duration::from_secs(900)), window).await.unwrap();
         let mut counts = race(&db.store, 25, |store, _| async move {
-            store.hit_rate_limit("auth:1.2.3.4", window, expires).await.unwrap()
+            store.hit_rate_limit("auth:1.2.3.4", window, previous, expires).await.unwrap()
         }).await;
+        assert!(counts.iter().all(|(_, prev)| *prev == 1), "each hit reads the window before");
         counts.sort();
-        assert_eq!(counts, (1..=25).collect::<Vec<_>>(), "every hit sees its own count");
-        assert_eq!(db.store.rate_limit_count("auth:1.2.3.4", window).await.unwrap(), 25);
-        assert_eq!(db.store.rate_limit_count("auth:5.6.7.8", window).await.unwrap(), 0);
-        assert_eq!(db.store.purge_rate_limits(expires.plus(Duration::from_secs(1))).await.unwrap(), 1);
+        assert_eq!(counts.iter().map(|c| c.0).collect::<Vec<_>>(), (1..=25).collect::<Vec<_>>(), "every hit sees its own count");
+        assert_eq!(db.store.rate_limit_counts("auth:1.2.3.4", window, previous).await.unwrap(), (25, 1));
+        assert_eq!(db.store.rate_limit_counts("auth:5.6.7.8", window, previous).await.unwrap(), (0, 0));
+        assert_eq!(db.store.purge_rate_limits(expires.plus(Duration::from_secs(1))).await.unwrap(), 2);
     }
 
     async fn job_runs_record_each_attempt(db: TestDb) {

@@ -1,27 +1,49 @@
-//! `rate_limit_counters`: counters shared by every API process. The policy (window length,
-//! limit, fixed or sliding) lives with the API; the store only counts atomically.
+//! `rate_limit_counters`: counters shared by every API process, one row per key and fixed
+//! window. The policy (window length, limit, how windows combine) lives with the API; the store
+//! counts atomically and reads a window with the one before it, in one round trip on PostgreSQL.
 
 use super::{Result, Store};
 use crate::time::Timestamp;
 
 impl Store {
-    /// Adds one hit to `key` in the window starting at `window_start` and returns the count
-    /// after it, in one statement. The row may be purged after `expires_at`.
-    pub async fn hit_rate_limit(&self, key: &str, window_start: Timestamp, expires_at: Timestamp) -> Result<i64> {
-        const SQL: &str = "
+    /// Adds one hit to `key` in the window starting at `window_start`; returns the count after
+    /// it and the count of the window starting at `previous_start`. The row may be purged after
+    /// `expires_at`.
+    pub async fn hit_rate_limit(&self, key: &str, window_start: Timestamp, previous_start: Timestamp, expires_at: Timestamp) -> Result<(i64, i64)> {
+        const HIT: &str = "
             INSERT INTO rate_limit_counters (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_counters.count + 1
             RETURNING count";
-        Ok(on_pool!(self, p => sqlx::query_scalar(SQL)
-            .bind(key).bind(window_start).bind(expires_at).fetch_one(p).await?))
+        match self.pool() {
+            super::Pool::Postgres(p) => {
+                const BOTH: &str = "
+                    WITH hit AS (
+                        INSERT INTO rate_limit_counters (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
+                        ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_counters.count + 1
+                        RETURNING count)
+                    SELECT (SELECT count FROM hit),
+                        COALESCE((SELECT count FROM rate_limit_counters WHERE key = $1 AND window_start = $4), 0)";
+                Ok(sqlx::query_as(BOTH).bind(key).bind(window_start).bind(expires_at).bind(previous_start).fetch_one(p).await?)
+            }
+            // SQLite has no writing CTE; it is in-process, so two statements cost little.
+            super::Pool::Sqlite(p) => {
+                let current: i64 = sqlx::query_scalar(HIT).bind(key).bind(window_start).bind(expires_at).fetch_one(p).await?;
+                let (_, previous) = self.rate_limit_counts(key, window_start, previous_start).await?;
+                Ok((current, previous))
+            }
+        }
     }
 
-    /// The count of `key` in one window, without adding to it (for sliding-window estimates).
-    pub async fn rate_limit_count(&self, key: &str, window_start: Timestamp) -> Result<i64> {
-        const SQL: &str = "SELECT count FROM rate_limit_counters WHERE key = $1 AND window_start = $2";
-        let n: Option<i64> = on_pool!(self, p => sqlx::query_scalar(SQL)
-            .bind(key).bind(window_start).fetch_optional(p).await?);
-        Ok(n.unwrap_or(0))
+    /// The counts of `key` in the window starting at `window_start` and in the one starting at
+    /// `previous_start`, without adding to them.
+    pub async fn rate_limit_counts(&self, key: &str, window_start: Timestamp, previous_start: Timestamp) -> Result<(i64, i64)> {
+        const SQL: &str = "
+            SELECT COALESCE(MAX(CASE WHEN window_start = $2 THEN count END), 0),
+                COALESCE(MAX(CASE WHEN window_start = $3 THEN count END), 0)
+            FROM rate_limit_counters WHERE key = $1 AND window_start IN ($2, $3)";
+        let (current, previous): (i64, i64) = on_pool!(self, p => sqlx::query_as(SQL)
+            .bind(key).bind(window_start).bind(previous_start).fetch_one(p).await?);
+        Ok((current, previous))
     }
 
     /// Deletes counters whose windows ended before `now`; returns how many.
