@@ -247,3 +247,41 @@ async fn up_without_credentials_mounts_the_sandbox_and_says_so() {
     let accounts: serde_json::Value = reqwest::get(format!("{url}/sandbox/_admin/accounts")).await.unwrap().json().await.unwrap();
     assert!(accounts.as_array().unwrap().len() >= 6, "demo accounts are served at /sandbox");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_connects_a_sandbox_account_and_no_secret_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(dir.path(), &["up"], &[("RUST_LOG", "debug,sqlx=info,hyper=info,reqwest=info,h2=info,rustls=info")]);
+    let url = up.wait_for_url();
+    assert!(up.output().contains(&format!("{url}/demo")) && up.output().contains(&format!("{url}/docs")), "up prints where to start");
+    let page = reqwest::get(format!("{url}/demo")).await.unwrap().text().await.unwrap();
+    let token = page.split("const TOKEN = \"").nth(1).and_then(|t| t.split('"').next()).expect("the demo page carries a token").to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let started: serde_json::Value = http
+        .post(format!("{url}/api/v1/social-media/instagram/connect"))
+        .bearer_auth(&token)
+        .send().await.unwrap().json().await.unwrap();
+    let account = testkit::platform::account_id(&format!("{url}/sandbox"), "acme_studio").await;
+    let callback = testkit::platform::consent(started["authorization_url"].as_str().unwrap(), &account, true).await;
+    let (code, state) = (testkit::platform::param(&callback, "code").unwrap(), testkit::platform::param(&callback, "state").unwrap());
+    let back = http.get(callback.as_str()).send().await.unwrap();
+    assert_eq!(back.status(), 303);
+    let location = back.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&format!("{url}/demo?connect=pending")), "{location}");
+
+    let accounts = || async {
+        let list: serde_json::Value = http.get(format!("{url}/api/v1/social-media/accounts")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        list
+    };
+    testkit::eventually(Duration::from_secs(60), "the account connected and synced", || async { accounts().await[0]["last_synced_at"].is_string() }).await;
+    let synced = accounts().await;
+    assert_eq!((synced[0]["username"].as_str(), synced[0]["status"].as_str()), (Some("acme_studio"), Some("active")));
+
+    up.signal("TERM");
+    up.wait_exit(Duration::from_secs(30));
+    let log = up.output();
+    assert!(log.contains("account synced"), "the debug log is on");
+    for (what, secret) in [("OAuth code", &code), ("OAuth state", &state), ("user token", &token)] {
+        assert!(!log.contains(secret.as_str()), "the {what} appears in the log");
+    }
+}

@@ -19,7 +19,8 @@ pub mod v1;
 use std::{future::Future, io, sync::Arc, time::Duration};
 
 use jobs::{Secret, Store, Timestamp, job::JobContext};
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get, http::StatusCode, listener::TcpAcceptor, middleware::Tracing};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get, http::StatusCode, listener::TcpAcceptor};
+use tracing::Instrument;
 
 pub use error::ApiError;
 
@@ -79,7 +80,23 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
     if let Some(sandbox) = &state.sandbox {
         routes = routes.nest("/sandbox", sandbox.routes());
     }
-    routes.data(state).with(Tracing)
+    routes.data(state).around(log_request)
+}
+
+/// One span and one line per request: method, path, status, duration. Never the query string:
+/// an OAuth callback carries the authorization code and the state in it (poem's own `Tracing`
+/// middleware logs the whole URI, so it is not used).
+async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    let started = std::time::Instant::now();
+    let result = next.call(req).instrument(span.clone()).await.map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(e) => e.status(),
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| tracing::debug!(target: "api", status = status.as_u16(), duration_ms = format_args!("{ms:.1}"), "response"));
+    result
 }
 
 /// In front of every `/api/v1` request: the body-size limit, the per-IP lockout after failed
