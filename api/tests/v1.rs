@@ -406,3 +406,14 @@ async fn a_disconnect_can_drop_the_history_and_notifications_are_the_callers() {
     assert_eq!(app.db.store.post_count(AccountId(id)).await.unwrap(), 0);
     assert!(app.db.store.snapshots(AccountId(id), 10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_database_requests_get_503_json() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    app.db.store.close().await;
+    let (status, body, headers) = app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await;
+    assert_error(status, &body, 503, "DATABASE_UNAVAILABLE");
+    assert!(headers.contains_key("retry-after"));
+    let (status, body, _) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+}
