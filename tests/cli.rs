@@ -105,6 +105,31 @@ async fn production_on_postgres_migrate_twice_then_api_and_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_processes_share_the_failed_authentication_count() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let mut env = env_of(&keys);
+    env.push(("DATABASE_URL", &db.url));
+    let mut first = Proc::spawn(dir.path(), &["api"], &env);
+    let mut second = Proc::spawn(dir.path(), &["api"], &env);
+    let (one, two) = (first.wait_for_url(), second.wait_for_url());
+    let http = reqwest::Client::new();
+    let forged = |url: &str| http.get(format!("{url}/api/v1/social-media/accounts")).bearer_auth("forged.jwt.value").send();
+    for (i, url) in [&one, &two, &one, &two, &one].into_iter().enumerate() {
+        assert_eq!(forged(url).await.unwrap().status(), 401, "failure {} is answered 401", i + 1);
+    }
+    let sixth = forged(&two).await.unwrap();
+    assert_eq!(sixth.status(), 429, "the sixth, on the process that saw two, is limited");
+    for header in ["retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+        assert!(sixth.headers().contains_key(header), "{header}");
+    }
+    let body: serde_json::Value = sixth.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    assert_no_secret(&format!("{}\n{}", first.output(), second.output()), &keys);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_json_until_the_schema_is_migrated() {
     let db = TestDb::empty(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
