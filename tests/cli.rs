@@ -71,13 +71,19 @@ async fn up_on_a_fresh_folder_uses_sqlite_and_stops_on_ctrl_c() {
     assert_eq!(std::fs::read_to_string(dir.path().join("data/dev-encryption.key")).unwrap(), key);
 }
 
+/// Fresh production secrets and `DATABASE_URL`, as the environment of a process under test.
+fn production_env<'a>(keys: &'a [(String, String)], db: &'a TestDb) -> Vec<(&'a str, &'a str)> {
+    let mut env = env_of(keys);
+    env.push(("DATABASE_URL", &db.url));
+    env
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_on_postgres_migrate_twice_then_api_and_worker() {
     let db = TestDb::empty(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = generated_keys(dir.path());
-    let mut env = env_of(&keys);
-    env.push(("DATABASE_URL", &db.url));
+    let env = production_env(&keys, &db);
 
     for _ in 0..2 {
         let (status, out, err) = run(dir.path(), &["migrate"], &env);
@@ -109,8 +115,7 @@ async fn two_api_processes_share_the_failed_authentication_count() {
     let db = TestDb::new(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = generated_keys(dir.path());
-    let mut env = env_of(&keys);
-    env.push(("DATABASE_URL", &db.url));
+    let env = production_env(&keys, &db);
     let mut first = Proc::spawn(dir.path(), &["api"], &env);
     let mut second = Proc::spawn(dir.path(), &["api"], &env);
     let (one, two) = (first.wait_for_url(), second.wait_for_url());
@@ -134,8 +139,7 @@ async fn readyz_is_503_json_until_the_schema_is_migrated() {
     let db = TestDb::empty(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = generated_keys(dir.path());
-    let mut env = env_of(&keys);
-    env.push(("DATABASE_URL", &db.url));
+    let env = production_env(&keys, &db);
     let mut api = Proc::spawn(dir.path(), &["api", "--no-migrate"], &env);
     let url = api.wait_for_url();
     let (status, body) = get_json(&format!("{url}/readyz")).await;

@@ -152,21 +152,25 @@ impl Decision {
     }
 }
 
+/// The fixed windows a check at `now` reads: the current one's start, the previous one's, and
+/// when the current one's counter may be purged (once it can no longer be the previous one).
+fn windows(policy: Policy, now: Timestamp) -> (Timestamp, Timestamp, Timestamp) {
+    let w = policy.window.as_millis().max(1) as i64;
+    let start = now.0 - now.0.rem_euclid(w);
+    (Timestamp(start), Timestamp(start - w), Timestamp(start + 2 * w))
+}
+
 /// Counts one hit of `subject` under `policy` and decides.
 pub async fn hit(store: &Store, name: &str, policy: Policy, subject: &str, now: Timestamp) -> Result<Decision, ApiError> {
-    let w = policy.window.as_millis() as i64;
-    let start = Timestamp(now.0 - now.0.rem_euclid(w));
-    let key = format!("{name}:{subject}");
-    let (current, previous) = store.hit_rate_limit(&key, start, Timestamp(start.0 - w), Timestamp(start.0 + 2 * w)).await?;
+    let (current_start, previous_start, expires) = windows(policy, now);
+    let (current, previous) = store.hit_rate_limit(&format!("{name}:{subject}"), current_start, previous_start, expires).await?;
     Ok(decide(policy, now, previous, current))
 }
 
 /// Whether `subject` is already over `policy`, without counting a hit.
 pub async fn over(store: &Store, name: &str, policy: Policy, subject: &str, now: Timestamp) -> Result<Option<Decision>, ApiError> {
-    let w = policy.window.as_millis() as i64;
-    let start = Timestamp(now.0 - now.0.rem_euclid(w));
-    let key = format!("{name}:{subject}");
-    let (current, previous) = store.rate_limit_counts(&key, start, Timestamp(start.0 - w)).await?;
+    let (current_start, previous_start, _) = windows(policy, now);
+    let (current, previous) = store.rate_limit_counts(&format!("{name}:{subject}"), current_start, previous_start).await?;
     // As if this request were one more hit: at the limit already means denied.
     let d = decide(policy, now, previous, current + 1);
     Ok((!d.allowed).then_some(d))
