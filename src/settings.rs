@@ -71,6 +71,8 @@ pub struct Settings {
     pub trusted_proxies: String,
     pub keep_history_on_disconnect: bool,
     pub max_body_bytes: usize,
+    pub ops_password: Option<String>,
+    pub dashboard_read_only: bool,
 }
 
 impl Default for Settings {
@@ -127,6 +129,8 @@ impl Default for Settings {
             trusted_proxies: String::new(),
             keep_history_on_disconnect: true,
             max_body_bytes: 64 * 1024,
+            ops_password: None,
+            dashboard_read_only: false,
         }
     }
 }
@@ -381,6 +385,44 @@ impl Settings {
             keep_history_on_disconnect: self.keep_history_on_disconnect,
             max_body_bytes: self.max_body_bytes.max(1024),
             demo_user,
+            dashboard: Some(self.dashboard_config(config, public_url, dev)?),
+        })
+    }
+
+    /// The ops dashboard: behind `OPS_PASSWORD`; open without it in development (`up`), off
+    /// without it in production.
+    fn dashboard_config(&self, config: &Config, public_url: &str, dev: bool) -> Result<dashboard::DashboardConfig> {
+        let password = self.ops_password.clone().filter(|p| !p.is_empty()).map(Secret::new);
+        let access = match (&password, dev) {
+            (Some(p), _) => dashboard::Access::Password(p.clone()),
+            (None, true) => {
+                tracing::warn!("OPS_PASSWORD is not set: the dashboard is open without sign-in (development only)");
+                dashboard::Access::Open
+            }
+            (None, false) => {
+                tracing::info!("OPS_PASSWORD is not set: the dashboard is off");
+                dashboard::Access::Off
+            }
+        };
+        // Sessions must verify on every API process: they share JWT_SECRET. Without it (development,
+        // one process) a throw-away secret does.
+        let server_secret: Vec<u8> = match &config.jwt_secret {
+            Some(s) => s.expose().as_bytes().to_vec(),
+            None => jobs::vault::random_bytes::<32>().to_vec(),
+        };
+        let timezone = self.cron_timezone.parse().map_err(|_| anyhow::anyhow!("CRON_TIMEZONE is malformed: expected an IANA name such as UTC or Europe/Berlin, got {:?}", self.cron_timezone))?;
+        Ok(dashboard::DashboardConfig {
+            session_key: dashboard::session::derive_key(password.as_ref(), &server_secret),
+            access,
+            read_only: self.dashboard_read_only,
+            secure_cookies: public_url.starts_with("https://"),
+            schedules: vec![
+                dashboard::ScheduleConfig { name: jobs::sweeps::REFRESH_SWEEP, expr: self.cron_refresh.clone() },
+                dashboard::ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: self.cron_sync.clone() },
+            ],
+            timezone,
+            sweep_chunk: 1000,
+            live_every: Duration::from_secs(2),
         })
     }
 }

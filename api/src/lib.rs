@@ -5,7 +5,8 @@
 //! - [`auth`]: user JWTs, the cron secret, the service token.
 //! - [`limits`]: the database-shared sliding-window rate limiter.
 //! - [`error`]: [`ApiError`], the `{"error":{"code","message"}}` body.
-//! - `health`: `/healthz`, `/readyz`, `/metrics`; `demo`: the first-five-minutes page.
+//! - `health`: `/healthz`, `/readyz`, `/metrics`; `demo`: the first-five-minutes page;
+//!   `ops`: the ops dashboard at `/dashboard`, with sign-ins under the `auth` limit.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests start it on port 0.
 
@@ -14,6 +15,7 @@ mod demo;
 pub mod error;
 mod health;
 pub mod limits;
+mod ops;
 pub mod v1;
 
 use std::{future::Future, io, sync::Arc, time::Duration};
@@ -56,6 +58,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Development only (`up` without `JWT_SECRET`): `/demo` signs its visitor in as this user.
     pub demo_user: Option<String>,
+    /// The ops dashboard at `/dashboard`; none serves no dashboard.
+    pub dashboard: Option<dashboard::DashboardConfig>,
 }
 
 /// Renders metrics in the Prometheus text format.
@@ -80,6 +84,9 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
     if let Some(sandbox) = &state.sandbox {
         routes = routes.nest("/sandbox", sandbox.routes());
     }
+    if let Some(ops) = ops::routes(&state) {
+        routes = routes.nest(dashboard::BASE, ops);
+    }
     routes.data(state).around(log_request)
 }
 
@@ -101,8 +108,17 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
 
 /// In front of every `/api/v1` request: the body-size limit, the per-IP lockout after failed
 /// authentications, the general per-IP limit; behind it, every error as the JSON body, and
-/// failed authentications counted.
-async fn guard<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+/// failed authentications and 429 answers counted.
+async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let state = req.data::<ApiState>().expect("the app attaches its state").clone();
+    let resp = checked(next, req).await?;
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+        ops::count_429(&state);
+    }
+    Ok(resp)
+}
+
+async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let state = req.data::<ApiState>().expect("the app attaches its state").clone();
     let cfg = &state.config;
     let ip = limits::client_ip(req.remote_addr().as_socket_addr().map(|a| a.ip()), req.header("x-forwarded-for"), &cfg.trusted_proxies)

@@ -65,6 +65,7 @@ async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut ApiConf
         keep_history_on_disconnect: true,
         max_body_bytes: 4096,
         demo_user: None,
+        dashboard: None,
     };
     tweak(&mut config);
     let state = ApiState { store, expected_schema_version: migrations::latest_version(), sandbox: None, metrics: None, config: Arc::new(config) };

@@ -9,7 +9,8 @@
 //! - [`time`]: instants as stored, and the injectable clock.
 //! - [`clients`]: the Instagram and TikTok clients behind one trait, with classified errors.
 //! - [`job`]: what every handler shares (context, outcome, error, backoff); one module per job:
-//!   [`connect`], [`refresh`], [`sync`], [`notify`], and the nightly [`sweeps`].
+//!   [`connect`], [`refresh`], [`sync`], [`notify`], and the nightly [`sweeps`] on their
+//!   [`schedule`].
 //! - [`pacing`]: the process side of the fleet-wide gate that spaces sync starts.
 
 pub mod clients;
@@ -20,6 +21,7 @@ pub mod job;
 pub mod notify;
 pub mod pacing;
 pub mod refresh;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod sweeps;

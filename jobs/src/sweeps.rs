@@ -26,6 +26,16 @@ pub const REFRESH_HORIZON: Duration = Duration::from_secs(7 * 86_400);
 pub const PLAN_WINDOW: Duration = Duration::from_secs(86_400);
 pub const SYNC_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 
+/// Runs the sweep named `schedule` ([`REFRESH_SWEEP`] or [`SYNC_SWEEP`]); returns how many
+/// jobs it created, or `None` for an unknown name.
+pub async fn run(cx: &JobContext, schedule: &str, chunk: u32) -> Option<Result<u64>> {
+    match schedule {
+        REFRESH_SWEEP => Some(refresh_sweep(cx, chunk).await),
+        SYNC_SWEEP => Some(sync_sweep(cx, chunk).await),
+        _ => None,
+    }
+}
+
 /// Enqueues the refresh sweep; returns how many jobs it created.
 pub async fn refresh_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
     let (store, now) = (&cx.store, cx.now());

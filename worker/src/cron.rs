@@ -3,7 +3,7 @@
 //! once. At start, the latest firing that should have happened is claimed too, so one missed
 //! while every worker was down is caught up (once).
 
-use std::{str::FromStr, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -34,18 +34,7 @@ impl Default for CronConfig {
     }
 }
 
-/// Parses a 5- or 6-field cron expression.
-pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
-    let fields = expr.split_whitespace().count();
-    let full = if fields == 5 { format!("0 {expr}") } else { expr.to_owned() };
-    cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
-}
-
-/// The latest firing at or before `now` within `window`, if any.
-pub fn previous(schedule: &cron::Schedule, tz: Tz, now: DateTime<Utc>, window: Duration) -> Option<DateTime<Utc>> {
-    let from = (now - chrono::Duration::from_std(window).ok()?).with_timezone(&tz);
-    schedule.after(&from).map(|t| t.with_timezone(&Utc)).take_while(|t| *t <= now).last()
-}
+pub use jobs::schedule::{parse, previous};
 
 pub async fn run(cx: JobContext, cfg: CronConfig, shutdown: CancellationToken) {
     let mut schedules = vec![];
@@ -95,10 +84,7 @@ async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTim
         return;
     }
     tracing::info!(schedule = name, fire_at = %at, catch_up, "sweep started");
-    let result = match name {
-        sweeps::REFRESH_SWEEP => sweeps::refresh_sweep(cx, cfg.chunk).await,
-        _ => sweeps::sync_sweep(cx, cfg.chunk).await,
-    };
+    let result = sweeps::run(cx, name, cfg.chunk).await.unwrap_or(Ok(0));
     let (count, outcome) = match &result {
         Ok(n) => (*n as i64, "ok".to_owned()),
         Err(e) => (0, format!("failed: {e}")),
@@ -107,23 +93,4 @@ async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTim
         tracing::error!(schedule = name, error = %e, "cannot record the sweep's outcome");
     }
     tracing::info!(schedule = name, fire_at = %at, jobs = count, outcome = %outcome, "sweep finished");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn previous_firing_within_the_window() {
-        let s = parse("0 2 * * *").unwrap();
-        let now = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z").unwrap().to_utc();
-        let prev = previous(&s, Tz::UTC, now, Duration::from_secs(86_400)).unwrap();
-        assert_eq!(prev.to_rfc3339(), "2026-11-26T02:00:00+00:00");
-        let early = DateTime::parse_from_rfc3339("2026-11-26T01:00:00Z").unwrap().to_utc();
-        assert!(previous(&s, Tz::UTC, early, Duration::from_secs(3600)).is_none());
-        let berlin = previous(&s, Tz::Europe__Berlin, now, Duration::from_secs(86_400)).unwrap();
-        assert_eq!(berlin.to_rfc3339(), "2026-11-26T01:00:00+00:00", "02:00 in Berlin is 01:00 UTC in winter");
-        assert!(parse("not cron").is_err());
-        assert!(parse("*/5 * * * * *").is_ok(), "six fields with seconds");
-    }
 }

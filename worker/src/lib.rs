@@ -79,13 +79,18 @@ pub struct WorkerSetup {
 
 /// A name unique to this process: host, pid and a random suffix.
 pub fn process_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let host = hostname();
+    let suffix: String = jobs::vault::random_bytes::<3>().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+/// This machine's name, as worker names and the dashboard show it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    let suffix: String = jobs::vault::random_bytes::<3>().iter().map(|b| format!("{b:02x}")).collect();
-    format!("{host}-{}-{suffix}", std::process::id())
+        .unwrap_or_else(|| "host".into())
 }
 
 /// Runs the queues and the cron producers until `shutdown` is cancelled, then gives running

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
-use jobs::{connect, notify, refresh, store::Pool, sync};
+use jobs::{
+    connect, notify, refresh,
+    store::{Pool, ProcessBeat, ProcessQueue},
+    sync,
+};
 use serde_json::Value;
 
 use crate::{QueueConfig, SHUTDOWN_GRACE, WorkerSetup, attempt::QueueRuntime};
@@ -40,18 +44,36 @@ pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::Cancella
     let mut tick = tokio::time::interval(every);
     let mut last_depth = std::time::Instant::now() - DEPTH_EVERY;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let store = &setup.context.store;
+    let (host, started_at) = (crate::hostname(), jobs::Timestamp::now());
+    let process_queues: Vec<ProcessQueue> =
+        queues(&setup).iter().map(|(kind, q)| ProcessQueue { queue: (*kind).to_owned(), concurrency: q.concurrency as u32 }).collect();
+    let beat = ProcessBeat {
+        name: &setup.context.worker,
+        host: &host,
+        pid: std::process::id(),
+        queues: &process_queues,
+        started_at,
+        stale_after: setup.config.orphan_after,
+    };
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = setup.context.store.touch_workers(&names).await {
+        if let Err(e) = store.touch_workers(&names).await {
             tracing::warn!(error = %e, "cannot refresh the workers' heartbeat");
+        }
+        if let Err(e) = store.beat_process(&beat, jobs::Timestamp::now()).await {
+            tracing::debug!(error = %e, "cannot record the process heartbeat");
         }
         if last_depth.elapsed() >= DEPTH_EVERY {
             last_depth = std::time::Instant::now();
             record_depth(&setup).await;
         }
+    }
+    if let Err(e) = store.stop_process(beat.name, jobs::Timestamp::now()).await {
+        tracing::debug!(error = %e, "cannot record the process's stop");
     }
 }
 

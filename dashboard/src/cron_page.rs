@@ -1,0 +1,119 @@
+//! `/dashboard/cron`: each nightly schedule in plain words, its next firings, its last firings
+//! with their outcome, and "run now".
+
+use jobs::{Timestamp, schedule};
+use maud::html;
+use poem::{
+    Request, Response, handler,
+    web::{Data, Html, Query},
+};
+
+use crate::{
+    BASE, Dashboard,
+    page::{self, Flash},
+    session::{Session, redirect},
+};
+
+/// Firings listed per schedule.
+const LAST: u32 = 10;
+/// `claimed_by` of a firing run by hand from here.
+const BY_HAND: &str = "dashboard (run now)";
+
+#[handler]
+pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
+    let mut flash = flash.0;
+    let now = Timestamp::now();
+    let tz = d.config.timezone;
+    let mut sections = vec![];
+    for s in &d.config.schedules {
+        let next = schedule::parse(&s.expr).map(|sch| schedule::next(&sch, tz, now.to_datetime(), 3));
+        let runs = match d.cx.store.cron_runs(s.name, LAST).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(target: "dashboard", error = %e, "cannot read cron runs");
+                flash.error = Some("The database did not answer; the firings are missing.".into());
+                vec![]
+            }
+        };
+        sections.push((s, next, runs));
+    }
+    let body = html! {
+        @for (s, next, runs) in &sections {
+            section.schedule data-schedule=(s.name) {
+                h2 { (s.name) }
+                p { strong { (schedule::describe(&s.expr, tz)) } " · " code { (s.expr) } }
+                @match next {
+                    Ok(times) => p { "Next: " (times.iter().map(|t| format!("{} UTC", page::when(Timestamp::from(*t)))).collect::<Vec<_>>().join(" · ")) },
+                    Err(e) => p.error { (e) },
+                }
+                @if !d.config.read_only {
+                    form method="post" action={(BASE) "/cron/run"} {
+                        (page::csrf_field(req))
+                        input type="hidden" name="schedule" value=(s.name);
+                        button type="submit" { "Run now" }
+                    }
+                }
+                table.firings {
+                    thead { tr { th { "Fired for" } th { "By" } th { "Took" } th { "Jobs" } th { "Outcome" } } }
+                    tbody {
+                        @for r in runs {
+                            tr {
+                                td { (page::when(r.fire_at)) }
+                                td { code { (r.claimed_by) } }
+                                td.num { (r.finished_at.map(|f| page::span_ms(f.millis() - r.claimed_at.millis())).unwrap_or_else(|| "running".into())) }
+                                td.num { (r.jobs_enqueued.map(|n| n.to_string()).unwrap_or_default()) }
+                                td class=(if r.outcome.as_deref() == Some("ok") { "ok" } else { "err" }) { (r.outcome.as_deref().unwrap_or("…")) }
+                            }
+                        }
+                        @if runs.is_empty() { tr { td colspan="5" { "Never fired." } } }
+                    }
+                }
+            }
+        }
+    };
+    page::shell(req, "Cron", &flash, body)
+}
+
+/// Runs a schedule's sweep now, recorded in `cron_runs` like a firing (by hand), so its outcome
+/// shows beside the nightly ones.
+#[handler]
+pub async fn run_now(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Response {
+    let bytes = body.into_bytes().await.unwrap_or_default();
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+    let back = format!("{BASE}/cron");
+    let fail = |msg: &str| redirect(&page::with_flash(&back, "error", msg));
+    let ok_session = req.extensions().get::<Session>().is_some_and(|s| s.csrf_ok(form.get("csrf").map_or("", String::as_str)));
+    if !ok_session {
+        return fail("This form expired (security token mismatch); reload the page and try again.");
+    }
+    if d.config.read_only {
+        return fail("The dashboard is read-only.");
+    }
+    let Some(s) = d.config.schedules.iter().find(|s| Some(s.name) == form.get("schedule").map(String::as_str)) else {
+        return fail("Unknown schedule.");
+    };
+    let cx = &d.cx;
+    let at = cx.now();
+    match cx.store.claim_cron_run(s.name, at, BY_HAND, at).await {
+        Ok(true) => {}
+        Ok(false) => return fail("It was run this very millisecond already."),
+        Err(e) => {
+            tracing::warn!(target: "dashboard", error = %e, "cannot record a run by hand");
+            return fail("The database did not answer; nothing was run.");
+        }
+    }
+    tracing::info!(target: "dashboard", schedule = s.name, "sweep run by hand");
+    let result = jobs::sweeps::run(cx, s.name, d.config.sweep_chunk).await.unwrap_or(Ok(0));
+    let (count, outcome) = match &result {
+        Ok(n) => (*n as i64, "ok".to_owned()),
+        Err(e) => (0, format!("failed: {e}")),
+    };
+    if let Err(e) = cx.store.finish_cron_run(s.name, at, count, &outcome, cx.now()).await {
+        tracing::warn!(target: "dashboard", error = %e, "cannot record the sweep's outcome");
+    }
+    tracing::info!(target: "dashboard", schedule = s.name, jobs = count, outcome = %outcome, "sweep run by hand finished");
+    match result {
+        Ok(n) => redirect(&page::with_flash(&back, "notice", &format!("{} ran: {n} jobs enqueued.", s.name))),
+        Err(_) => fail(&format!("{} failed: {outcome}", s.name)),
+    }
+}

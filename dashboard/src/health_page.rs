@@ -1,0 +1,217 @@
+//! `/dashboard/health`: the operating targets and where they stand, over 30 days — token
+//! refresh success rate (target above 95 %, alert below 90 % two days running), nightly sync
+//! duration against the pace-bound expectation, 429s per hour (ours and the platforms'), and
+//! each platform's pacing gate.
+
+use std::time::Duration;
+
+use jobs::{Platform, Timestamp, store::DayOutcomes, sweeps};
+use maud::{Markup, html};
+use poem::{
+    Request, handler,
+    web::{Data, Html, Query},
+};
+
+use crate::{
+    Dashboard,
+    chart::{self, Chart, Column},
+    page::{self, Flash},
+};
+
+const DAYS: i64 = 30;
+const DAY_MS: i64 = 86_400_000;
+pub const TARGET_RATE: f64 = 95.0;
+pub const ALERT_RATE: f64 = 90.0;
+
+/// Success rate of a day's refreshes that ended (succeeded or dead), in percent.
+pub fn success_rate(d: &DayOutcomes) -> Option<f64> {
+    let ended = d.succeeded + d.dead;
+    (ended > 0).then(|| d.succeeded as f64 * 100.0 / ended as f64)
+}
+
+/// Whether the last two days with refreshes were both below the alert line.
+pub fn refresh_alert(days: &[DayOutcomes]) -> bool {
+    let rates: Vec<f64> = days.iter().filter_map(success_rate).collect();
+    rates.len() >= 2 && rates[rates.len() - 2..].iter().all(|r| *r < ALERT_RATE)
+}
+
+#[handler]
+pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
+    let mut flash = flash.0;
+    let now = Timestamp::now();
+    let today = Timestamp(now.millis() - now.millis().rem_euclid(DAY_MS));
+    let since = Timestamp(today.millis() - (DAYS - 1) * DAY_MS);
+    let store = &d.cx.store;
+    let figures = tokio::try_join!(
+        store.outcomes_per_day(jobs::refresh::KIND, since),
+        store.nightly_syncs(sweeps::SYNC_SWEEP, since),
+        store.counter_hours(jobs::store::API_429_COUNTER, since),
+        store.platform_429s_per_hour(since),
+        store.sync_backlog(),
+        store.pacing_next_at(Platform::Instagram.as_str()),
+        store.pacing_next_at(Platform::Tiktok.as_str()),
+    );
+    let body = match figures {
+        Ok((refresh, nightly, ours, theirs, backlog, ig_next, tt_next)) => html! {
+            (refresh_section(&refresh, since))
+            (nightly_section(&d, &nightly))
+            (limits_section(&ours, &theirs, since))
+            (pacing_section(&d, &backlog, [(Platform::Instagram, ig_next), (Platform::Tiktok, tt_next)], now))
+        },
+        Err(e) => {
+            tracing::warn!(target: "dashboard", error = %e, "cannot read the health figures");
+            flash.error = Some("The database did not answer; try again.".into());
+            html! {}
+        }
+    };
+    page::shell(req, "Health", &flash, body)
+}
+
+fn day_columns(since: Timestamp, value: impl Fn(Timestamp) -> (Vec<f64>, String)) -> Vec<Column> {
+    (0..DAYS)
+        .map(|i| {
+            let at = Timestamp(since.millis() + i * DAY_MS);
+            let (values, title) = value(at);
+            Column { values, title }
+        })
+        .collect()
+}
+
+fn day(t: Timestamp) -> String {
+    t.to_datetime().format("%b %d").to_string()
+}
+
+fn refresh_section(days: &[DayOutcomes], since: Timestamp) -> Markup {
+    let alert = refresh_alert(days);
+    let latest = days.iter().rev().find_map(|d| success_rate(d).map(|r| (d.day, r)));
+    let columns = day_columns(since, |at| match days.iter().find(|d| d.day == at) {
+        Some(d) => {
+            let rate = success_rate(d);
+            let title = format!("{}: {} succeeded, {} dead, {} retried{}", day(at), d.succeeded, d.dead, d.retrying,
+                rate.map(|r| format!(" ({r:.1} %)")).unwrap_or_default());
+            (vec![rate.unwrap_or(0.0)], title)
+        }
+        None => (vec![0.0], format!("{}: no refresh ended", day(at))),
+    });
+    html! {
+        section #refresh-health {
+            h2 { "Token refresh success rate" }
+            @if alert {
+                p.error role="alert" { "Below " (ALERT_RATE) " % two days running: look at the refresh errors on the accounts page." }
+            }
+            p {
+                "Target above " (TARGET_RATE) " %. "
+                @match latest {
+                    Some((at, r)) => { "Latest (" (day(at)) "): " strong class=(if r >= TARGET_RATE { "ok" } else { "err" }) { (format!("{r:.1} %")) } }
+                    None => "No refresh has ended in 30 days.",
+                }
+            }
+            (page::raw(chart::draw(&Chart {
+                columns, series: &["ok"], target: Some(TARGET_RATE), max: Some(100.0),
+                label: "Token refresh success rate per day, %", ends: (day(since), "today".into()),
+            })))
+        }
+    }
+}
+
+/// The pace-bound duration of a nightly run: each platform's syncs one spacing apart.
+fn expected_ms(d: &Dashboard, instagram: i64, tiktok: i64) -> i64 {
+    let s = &d.cx.settings;
+    let ig = s.spacing(Platform::Instagram).as_millis() as i64 * instagram;
+    let tt = s.spacing(Platform::Tiktok).as_millis() as i64 * tiktok;
+    ig.max(tt)
+}
+
+fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync]) -> Markup {
+    html! {
+        section #nightly-health {
+            h2 { "Nightly sync duration" }
+            p { "Expected: each platform's syncs one pacing spacing apart. A run more than 10 % over is flagged." }
+            table {
+                thead { tr { th { "Fired" } th { "Jobs" } th { "Synced (Instagram / TikTok)" } th { "Took" } th { "Expected" } th { "" } } }
+                tbody {
+                    @for n in nightly.iter().rev() {
+                        @let expected = expected_ms(d, n.instagram_syncs, n.tiktok_syncs);
+                        @let took = n.last_finished.map(|f| f.millis() - n.fire_at.millis());
+                        @let over = took.is_some_and(|t| t as f64 > expected as f64 * 1.1 + 60_000.0);
+                        tr {
+                            td { (page::when(n.fire_at)) }
+                            td.num { (n.jobs_enqueued.unwrap_or(0)) }
+                            td.num { (n.instagram_syncs) " / " (n.tiktok_syncs) }
+                            td.num { (took.map(page::span_ms).unwrap_or_else(|| "—".into())) }
+                            td.num { (page::span_ms(expected)) }
+                            td class=(if over { "err" } else { "ok" }) { (if over { "over" } else { "ok" }) }
+                        }
+                    }
+                    @if nightly.is_empty() { tr { td colspan="6" { "No nightly sync in 30 days." } } }
+                }
+            }
+        }
+    }
+}
+
+fn limits_section(ours: &[(Timestamp, i64)], theirs: &[(Timestamp, i64)], since: Timestamp) -> Markup {
+    let hours = DAYS * 24;
+    let total = |v: &[(Timestamp, i64)]| v.iter().map(|(_, n)| n).sum::<i64>();
+    let columns = (0..hours)
+        .map(|i| {
+            let at = Timestamp(since.millis() + i * 3_600_000);
+            let get = |v: &[(Timestamp, i64)]| v.iter().find(|(t, _)| *t == at).map_or(0, |(_, n)| *n);
+            let (a, b) = (get(ours), get(theirs));
+            Column { values: vec![a as f64, b as f64], title: format!("{} UTC: {a} ours, {b} the platforms'", at.to_datetime().format("%b %d %H:00")) }
+        })
+        .collect();
+    html! {
+        section #limits-health {
+            h2 { "429s per hour" }
+            p { (total(ours)) " answered by this API, " (total(theirs)) " from the platforms, in 30 days." }
+            (page::raw(chart::draw(&Chart {
+                columns, series: &["warn", "bad"], target: None, max: None,
+                label: "429 answers per hour: ours and the platforms'", ends: (day(since), "now".into()),
+            })))
+            p.legend { span.swatch.warn {} " ours (rate limits) " span.swatch.bad {} " the platforms'" }
+        }
+    }
+}
+
+fn pacing_section(d: &Dashboard, backlog: &[(Platform, i64)], next: [(Platform, Option<Timestamp>); 2], now: Timestamp) -> Markup {
+    html! {
+        section #pacing-health {
+            h2 { "Pacing gates" }
+            table {
+                thead { tr { th { "Platform" } th { "Spacing" } th { "Next free slot" } th { "Backlog" } th { "Drains in" } } }
+                tbody {
+                    @for (platform, at) in next {
+                        @let spacing: Duration = d.cx.settings.spacing(platform);
+                        @let waiting = backlog.iter().find(|(p, _)| *p == platform).map_or(0, |(_, n)| *n);
+                        tr {
+                            td { (platform.as_str()) }
+                            td.num { (page::span_ms(spacing.as_millis() as i64)) }
+                            td { (at.filter(|t| *t > now).map(|t| page::relative(t, now)).unwrap_or_else(|| "free now".into())) }
+                            td.num { (waiting) }
+                            td.num { (page::span_ms(spacing.as_millis() as i64 * waiting)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(succeeded: i64, dead: i64) -> DayOutcomes {
+        DayOutcomes { succeeded, dead, ..DayOutcomes::default() }
+    }
+
+    #[test]
+    fn the_alert_needs_two_days_below_ninety() {
+        assert!(!refresh_alert(&[day(85, 15)]), "one day is not two");
+        assert!(refresh_alert(&[day(99, 1), day(85, 15), day(80, 20)]));
+        assert!(!refresh_alert(&[day(85, 15), day(95, 5)]), "recovered");
+        assert!(!refresh_alert(&[day(0, 0), day(0, 0)]), "no refresh ended");
+        assert_eq!(success_rate(&day(19, 1)), Some(95.0));
+    }
+}

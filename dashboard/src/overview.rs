@@ -1,0 +1,66 @@
+//! `/dashboard/`: jobs per queue and state, the oldest waiting job, attempts per minute — live.
+
+use jobs::{
+    Timestamp,
+    store::{JobState, QueueCounts},
+};
+use maud::html;
+use poem::{
+    Request, handler,
+    web::{Data, Html, Query},
+};
+
+use crate::{
+    BASE, Dashboard,
+    page::{self, Flash},
+};
+
+/// The queues shown even when empty.
+const QUEUES: [&str; 4] = [jobs::connect::KIND, jobs::refresh::KIND, jobs::sync::KIND, jobs::notify::KIND];
+
+#[handler]
+pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
+    let frame = d.live.current().await;
+    let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
+    names.extend(frame.queues.keys().filter(|k| !QUEUES.contains(&k.as_str())).cloned());
+    let empty = QueueCounts::default();
+    let body = html! {
+        div.live-bar {
+            span #live-status { "Live" }
+            " · updated " span #live-at { (page::when(frame.at)) } " UTC"
+            button #live-toggle type="button" { "Pause" }
+        }
+        @if let Some(e) = &frame.error { p.error #live-error role="alert" { (e) } } @else { p.error #live-error hidden {} }
+        table.counts {
+            thead { tr {
+                th { "Queue" }
+                @for s in JobState::ALL { th { (s.as_str()) } }
+                th { "Oldest pending" }
+            } }
+            tbody {
+                @for q in &names {
+                    @let c = frame.queues.get(q).unwrap_or(&empty);
+                    tr {
+                        th { a href={(BASE) "/jobs" (page::query(&[("queue", q)]))} { (q) } }
+                        @for s in JobState::ALL {
+                            td.num {
+                                a data-cell={(q) ":" (s.as_str())} href={(BASE) "/jobs" (page::query(&[("queue", q), ("state", s.as_str())]))} {
+                                    (c.counts.get(s.as_str()).copied().unwrap_or(0))
+                                }
+                            }
+                        }
+                        td.num data-oldest=(q) { (oldest(c, frame.at)) }
+                    }
+                }
+            }
+        }
+        h2 { "Finished attempts per minute" }
+        div #throughput { (page::raw(frame.chart.clone())) }
+        p.legend { span.swatch.ok {} " succeeded " span.swatch.bad {} " failed (retrying or dead)" }
+    };
+    page::shell(req, "Overview", &flash, body)
+}
+
+fn oldest(c: &QueueCounts, now: Timestamp) -> String {
+    c.oldest_pending.map_or_else(|| "—".into(), |t| page::span_ms(now.millis() - t.millis()))
+}
