@@ -28,7 +28,7 @@ const W: f64 = 600.0;
 const H: f64 = 120.0;
 
 pub fn draw(c: &Chart) -> String {
-    let top = c.max.unwrap_or_else(|| c.columns.iter().map(|col| col.values.iter().sum::<f64>()).fold(0.0, f64::max)).max(1e-9);
+    let top = c.max.unwrap_or_else(|| c.columns.iter().map(|col| col.values.iter().sum::<f64>()).fold(0.0, f64::max)).max(1.0);
     let n = c.columns.len().max(1) as f64;
     let bar = W / n;
     let mut s = format!(
@@ -55,7 +55,7 @@ pub fn draw(c: &Chart) -> String {
     }
     let _ = write!(
         s,
-        r#"<line class="axis" x1="0" x2="{W}" y1="{H}" y2="{H}"/><text x="0" y="{}">{}</text><text x="{W}" y="{}" text-anchor="end">{}</text><text x="{W}" y="10" text-anchor="end">max {}</text></svg>"#,
+        r#"<line class="axis" x1="0" x2="{W}" y1="{H}" y2="{H}"/><text x="0" y="{}">{}</text><text x="{W}" y="{}" text-anchor="end">{}</text><text x="4" y="10">max {}</text></svg>"#,
         H + 14.0,
         esc(&c.ends.0),
         H + 14.0,

@@ -126,16 +126,16 @@ fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync]) -> Marku
     html! {
         section #nightly-health {
             h2 { "Nightly sync duration" }
-            p { "Expected: each platform's syncs one pacing spacing apart. A run more than 10 % over is flagged." }
+            p { "Took: from the sweep to the end of the last sync it led to. Expected: each platform's syncs one pacing spacing apart. A run more than 10 % (and a minute) over is flagged." }
             table {
                 thead { tr { th { "Fired" } th { "Jobs" } th { "Synced (Instagram / TikTok)" } th { "Took" } th { "Expected" } th { "" } } }
                 tbody {
                     @for n in nightly.iter().rev() {
                         @let expected = expected_ms(d, n.instagram_syncs, n.tiktok_syncs);
-                        @let took = n.last_finished.map(|f| f.millis() - n.fire_at.millis());
+                        @let took = n.last_finished.map(|f| f.millis() - n.claimed_at.millis());
                         @let over = took.is_some_and(|t| t as f64 > expected as f64 * 1.1 + 60_000.0);
                         tr {
-                            td { (page::when(n.fire_at)) }
+                            td { (page::when(n.fire_at)) @if n.claimed_at.millis() - n.fire_at.millis() > 60_000 { " " small { "(ran " (page::when(n.claimed_at)) ")" } } }
                             td.num { (n.jobs_enqueued.unwrap_or(0)) }
                             td.num { (n.instagram_syncs) " / " (n.tiktok_syncs) }
                             td.num { (took.map(page::span_ms).unwrap_or_else(|| "—".into())) }

@@ -247,7 +247,11 @@ fn job_facts(job: &JobRow, now: Timestamp) -> Markup {
             dt { "Attempts" } dd { (job.attempts) " of " (job.max_attempts) }
             dt { "Created" } dd { (page::when_opt(job.created_at())) }
             dt { "Run at" } dd { (page::when(job.run_at)) " (" (page::relative(job.run_at, now)) ")" }
-            dt { "Locked by" } dd { (job.lock_by.as_deref().unwrap_or("—")) " " (job.lock_at.map(|t| format!("since {}", page::when(t))).unwrap_or_default()) }
+            @if job.state() == JobState::Running {
+                dt { "Locked by" } dd { (job.lock_by.as_deref().unwrap_or("—")) " " (job.lock_at.map(|t| format!("since {}", page::when(t))).unwrap_or_default()) }
+            } @else {
+                dt { "Last worker" } dd { (job.lock_by.as_deref().unwrap_or("—")) }
+            }
             dt { "Finished" } dd { (page::when_opt(job.done_at)) }
             dt { "Last error" } dd.err { (job.last_error().unwrap_or_else(|| "—".into())) }
         }

@@ -52,8 +52,10 @@ pub struct DayOutcomes {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct NightlySync {
     pub fire_at: Timestamp,
+    /// When the sweep ran (a caught-up firing runs later than it was due).
+    pub claimed_at: Timestamp,
     pub jobs_enqueued: Option<i64>,
-    /// Syncs started within the day after the firing, per platform, and when the last ended.
+    /// Syncs started within the day after the sweep ran, per platform, and when the last ended.
     pub instagram_syncs: i64,
     pub tiktok_syncs: i64,
     pub last_finished: Option<Timestamp>,
@@ -122,15 +124,15 @@ impl Store {
     /// The nightly sync sweeps fired since `since`, with the syncs that followed each.
     pub async fn nightly_syncs(&self, schedule: &str, since: Timestamp) -> Result<Vec<NightlySync>> {
         const SQL: &str = "
-            SELECT c.fire_at, c.jobs_enqueued,
+            SELECT c.fire_at, c.claimed_at, c.jobs_enqueued,
                 (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
                   WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'instagram'
-                    AND r.started_at >= c.fire_at AND r.started_at < c.fire_at + $3) AS instagram_syncs,
+                    AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3) AS instagram_syncs,
                 (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
                   WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'tiktok'
-                    AND r.started_at >= c.fire_at AND r.started_at < c.fire_at + $3) AS tiktok_syncs,
+                    AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3) AS tiktok_syncs,
                 (SELECT MAX(r.finished_at) FROM job_runs r
-                  WHERE r.queue = 'sync' AND r.started_at >= c.fire_at AND r.started_at < c.fire_at + $3) AS last_finished
+                  WHERE r.queue = 'sync' AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3) AS last_finished
             FROM cron_runs c WHERE c.schedule = $1 AND c.fire_at >= $2 ORDER BY c.fire_at";
         Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(schedule).bind(since).bind(DAY_MS).fetch_all(p).await?))
     }

@@ -1,0 +1,314 @@
+//! The ops dashboard in a real browser: Debian's chromium, driven through chromedriver
+//! (WebDriver, with fantoccini), against the real `socialsync up` on a fresh PostgreSQL
+//! database. Each test saves a screenshot under `target/dashboard-screenshots/`.
+//!
+//! Needs `chromium` and `chromedriver` (`apt-get install chromium chromium-driver`; `.ci/run`
+//! installs them).
+
+mod support;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use jobs::{
+    AccountId, Platform, Store, Timestamp,
+    store::{NewAccount, NewJob},
+    sync::{self, SyncReason},
+};
+use serde_json::json;
+use support::{Proc, run};
+use testkit::{Backend, TestDb};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// chromedriver and a browser session through it; the driver is killed on drop.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(binary("chromedriver", &["/usr/bin/chromedriver"]))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (apt-get install chromium chromium-driver; .ci/run installs them)");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": binary("chromium", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut browser = Browser { driver, client: None };
+        loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&url).await {
+                Ok(c) => {
+                    browser.client = Some(c);
+                    return browser;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no browser session through chromedriver: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("connected")
+    }
+
+    /// Saves what the browser shows to `target/dashboard-screenshots/{name}.png`.
+    async fn screenshot(&self, name: &str) {
+        let png = self.c().screenshot().await.expect("a screenshot");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.c().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css} is on the page: {e}")).text().await.unwrap()
+    }
+
+    /// Waits until the text of `css` satisfies `pred` (reloading the page first when `reload`).
+    async fn wait_text(&self, css: &str, reload: bool, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if reload {
+                self.c().refresh().await.unwrap();
+            }
+            let text = match self.c().find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if pred(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{css} never satisfied the condition; last text {text:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn sign_in(&self, base: &str, password: &str) {
+        let c = self.c();
+        c.goto(&format!("{base}/dashboard/login")).await.unwrap();
+        c.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(password).await.unwrap();
+        c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    }
+
+    async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn binary(name: &str, candidates: &[&str]) -> String {
+    candidates.iter().find(|p| std::path::Path::new(p).exists()).map_or_else(|| name.to_owned(), |p| (*p).to_owned())
+}
+
+/// `socialsync up` on a fresh PostgreSQL database, with fresh keys and `OPS_PASSWORD`.
+struct System {
+    _dir: tempfile::TempDir,
+    db: TestDb,
+    up: Proc,
+    url: String,
+    key: String,
+}
+
+impl System {
+    async fn start() -> System {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(Backend::Postgres).await;
+        let (status, keys, _) = run(dir.path(), &["keys", "generate"], &[]);
+        assert!(status.success());
+        let keys: Vec<(String, String)> = keys.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let key = keys.iter().find(|(k, _)| k == "ENCRYPTION_KEY").unwrap().1.clone();
+        let mut env: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend([("DATABASE_URL", db.url.as_str()), ("OPS_PASSWORD", PASSWORD), ("PACING_INSTAGRAM_MS", "50"), ("PACING_TIKTOK_MS", "50")]);
+        let mut up = Proc::spawn(dir.path(), &["up"], &env);
+        let url = up.wait_for_url();
+        // Start-up catches up today's missed sweeps; let them finish before the test adds data.
+        up.wait_for_line(Duration::from_secs(30), |l| l.contains("sweep finished") && l.contains("data_sync"));
+        System { _dir: dir, db, up, url, key }
+    }
+
+    async fn store(&self) -> Store {
+        Store::connect(&testkit::db_config(&self.db.url)).await.unwrap()
+    }
+}
+
+/// A sync of an account that does not exist: it runs at once and succeeds (skipped).
+fn sync_of_nobody(n: i64, run_at: Timestamp) -> NewJob {
+    sync::job(AccountId(1_000_000 + n), SyncReason::Manual, run_at)
+}
+
+/// Makes a job dead: failed on its last attempt with `error`.
+async fn kill(db: &TestDb, id: &str, error: &str) {
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts, last_result = jsonb_build_object('Err', $2::text) WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_refuses_a_wrong_password_and_takes_the_right_one() {
+    let sys = System::start().await;
+    let b = Browser::start().await;
+    let c = b.c();
+    c.goto(&format!("{}/dashboard/jobs", sys.url)).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/login", "pages need a session");
+
+    b.sign_in(&sys.url, "not the password").await;
+    assert_eq!(b.text("p.error").await, "Wrong password.");
+    assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/login");
+    assert!(sys.up.output().contains("failed dashboard sign-in"), "logged");
+
+    b.sign_in(&sys.url, PASSWORD).await;
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/");
+    b.screenshot("sign-in").await;
+
+    // Signing out ends the session: the pages ask for the password again.
+    c.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    c.goto(&format!("{}/dashboard/", sys.url)).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/login");
+    assert!(!sys.up.output().contains(PASSWORD), "the password never reaches the log");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_jobs_live_while_they_run() {
+    let sys = System::start().await;
+    let b = Browser::start().await;
+    b.sign_in(&sys.url, PASSWORD).await;
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
+    assert_eq!(b.text(r#"[data-cell="sync:done"]"#).await, "0");
+    // Marks this page: a reload would lose the mark.
+    b.c().execute("window.stillHere = true; return true;", vec![]).await.unwrap();
+
+    let store = sys.store().await;
+    let jobs: Vec<NewJob> = (0..20).map(|n| sync_of_nobody(n, Timestamp::now())).collect();
+    assert_eq!(store.enqueue_many(&jobs).await.unwrap(), 20);
+    b.wait_text(r#"[data-cell="sync:done"]"#, false, Duration::from_secs(60), |t| t == "20").await;
+    let same_page = b.c().execute("return window.stillHere === true;", vec![]).await.unwrap();
+    assert_eq!(same_page, json!(true), "the numbers changed without a reload");
+    let bars = b.c().find_all(Locator::Css("#throughput rect.ok")).await.unwrap();
+    assert!(!bars.is_empty(), "the throughput chart shows the finished attempts");
+
+    b.c().find(Locator::Css("#live-toggle")).await.unwrap().click().await.unwrap();
+    assert_eq!(b.text("#live-status").await, "Paused");
+    b.screenshot("overview-live").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_filter_and_a_dead_job_retried_runs_again() {
+    let sys = System::start().await;
+    let store = sys.store().await;
+    let later = Timestamp::now().plus(Duration::from_secs(3600));
+    // Two dead syncs (parked in the future first, so no worker takes them), three scheduled.
+    let dead_a = store.enqueue(&sync_of_nobody(1, later)).await.unwrap().id;
+    let dead_b = store.enqueue(&sync_of_nobody(2, later)).await.unwrap().id;
+    kill(&sys.db, &dead_a, "transient: instagram answered 503").await;
+    kill(&sys.db, &dead_b, "transient: timed out").await;
+    for n in 3..6 {
+        store.enqueue(&sync_of_nobody(n, later)).await.unwrap();
+    }
+
+    let b = Browser::start().await;
+    let c = b.c();
+    b.sign_in(&sys.url, PASSWORD).await;
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
+    c.goto(&format!("{}/dashboard/jobs", sys.url)).await.unwrap();
+    assert_eq!(c.find_all(Locator::Css("table.jobs tbody tr[data-state]")).await.unwrap().len(), 5);
+
+    // Filter by state through the form, then narrow by error text.
+    c.find(Locator::Css("#job-filter select[name=state] option[value=dead]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#job-filter button[type=submit]")).await.unwrap().click().await.unwrap();
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Jobs").await;
+    let rows = c.find_all(Locator::Css("table.jobs tbody tr[data-state]")).await.unwrap();
+    assert_eq!(rows.len(), 2, "two dead jobs");
+    for r in &rows {
+        assert_eq!(r.attr("data-state").await.unwrap().as_deref(), Some("dead"));
+    }
+    c.find(Locator::Css("#job-filter input[name=error]")).await.unwrap().send_keys("503").await.unwrap();
+    c.find(Locator::Css("#job-filter button[type=submit]")).await.unwrap().click().await.unwrap();
+    b.wait_text("table.jobs tbody", false, Duration::from_secs(10), |t| !t.contains(&dead_b)).await;
+    let rows = c.find_all(Locator::Css("table.jobs tbody tr[data-state]")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(b.text("table.jobs tbody").await.contains(&dead_a));
+
+    // Its detail page, and retry: it runs again, and this time it succeeds.
+    c.find(Locator::Css(&format!("a[href='/dashboard/jobs/{dead_a}']"))).await.unwrap().click().await.unwrap();
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t.contains(&dead_a)).await;
+    c.find(Locator::Css("form.actions button[value=retry]")).await.unwrap().click().await.unwrap();
+    assert_eq!(b.text("p.notice").await, "Retried 1 job.");
+    b.wait_text("dl.facts dd span.state", true, Duration::from_secs(60), |t| t == "done").await;
+    assert!(b.text("table.runs").await.contains("succeeded"), "the attempt is listed");
+    assert!(sys.up.output().contains("jobs action"), "the action is logged");
+    b.screenshot("job-retried").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
+    let sys = System::start().await;
+    let store = sys.store().await;
+    // Three active accounts never synced: what the data-sync sweep picks up.
+    let vault = jobs::Vault::new(jobs::VaultKey::parse(&sys.key).unwrap(), vec![]);
+    for n in 0..3 {
+        let pid = format!("17841400000{n}");
+        let aad = jobs::Aad::account(Platform::Instagram, &pid, "access_token");
+        let account = NewAccount {
+            user_id: format!("user-{n}"),
+            platform: Platform::Instagram,
+            platform_user_id: pid.clone(),
+            username: format!("creator{n}"),
+            display_name: None,
+            scopes: String::new(),
+            access_token: vault.seal(&aad, &jobs::Secret::from("not-a-real-token")),
+            refresh_token: None,
+            access_expires_at: Timestamp::now().plus(Duration::from_secs(30 * 86_400)),
+            refresh_expires_at: None,
+            next_refresh_at: None,
+        };
+        store.upsert_account(&account, Timestamp::now()).await.unwrap();
+    }
+
+    let b = Browser::start().await;
+    let c = b.c();
+    b.sign_in(&sys.url, PASSWORD).await;
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
+    c.goto(&format!("{}/dashboard/cron", sys.url)).await.unwrap();
+    assert!(b.text("section[data-schedule=data_sync]").await.contains("every day at 03:00 (UTC)"));
+    c.find(Locator::Css("section[data-schedule=data_sync] button")).await.unwrap().click().await.unwrap();
+    assert_eq!(b.text("p.notice").await, "data_sync ran: 3 jobs enqueued.");
+    let latest = "section[data-schedule=data_sync] table.firings tbody tr:first-child";
+    assert_eq!(b.text(&format!("{latest} td:nth-child(2)")).await, "dashboard (run now)");
+    assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "3", "jobs enqueued");
+    assert_eq!(b.text(&format!("{latest} td:nth-child(5)")).await, "ok");
+    b.screenshot("cron-run-now").await;
+    b.close().await;
+}
