@@ -179,6 +179,21 @@ impl Drop for TestDb {
     }
 }
 
+/// A job context on `store` with the sandbox's platforms, a fresh vault, the system clock and
+/// default settings (tests adjust the fields they care about).
+pub fn job_context(store: &Store, platforms: &jobs::config::PlatformsConfig) -> jobs::job::JobContext {
+    jobs::job::JobContext {
+        store: store.clone(),
+        vault: jobs::Vault::new(jobs::VaultKey::parse(jobs::VaultKey::generate().expose()).expect("a fresh key parses"), vec![]),
+        clients: jobs::clients::Clients::new(platforms),
+        clock: std::sync::Arc::new(jobs::SystemClock),
+        settings: jobs::job::JobSettings::default(),
+        worker: "test-process".into(),
+        http: reqwest::Client::new(),
+        local_gates: Default::default(),
+    }
+}
+
 /// Declares each `async fn name(db: TestDb) { … }` twice: as `name::postgres` and
 /// `name::sqlite`, each with a fresh migrated database.
 #[macro_export]

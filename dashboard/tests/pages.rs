@@ -1,0 +1,200 @@
+//! The dashboard over real HTTP, in-process, on a real database: every page renders on both
+//! backends, actions need the session's CSRF token, "all matching" asks first, read-only and
+//! "off" refuse, sessions cannot be forged.
+
+use std::time::Duration;
+
+use dashboard::{Access, Dashboard, DashboardConfig, ScheduleConfig};
+use jobs::{
+    AccountId, Platform, Secret, Store, Timestamp,
+    store::{JobFilter, JobOutcome, JobRunStart, JobState, NewAccount, Pool, ProcessBeat, ProcessQueue},
+    sync::{self, SyncReason},
+    vault::Aad,
+};
+use poem::{EndpointExt, Route, Server, listener::TcpAcceptor};
+use reqwest::{StatusCode, header};
+use testkit::{TestDb, both_backends, platform::SandboxServer};
+
+struct Ops {
+    url: String,
+    http: reqwest::Client,
+    cookie: String,
+    _sandbox: SandboxServer,
+}
+
+async fn serve(db: &TestDb, access: Access, read_only: bool) -> Ops {
+    let sandbox = SandboxServer::start().await;
+    let cx = testkit::job_context(&db.store, &sandbox.platforms(Duration::from_secs(5)));
+    let config = DashboardConfig {
+        access,
+        session_key: [9; 32],
+        read_only,
+        secure_cookies: false,
+        schedules: vec![
+            ScheduleConfig { name: jobs::sweeps::REFRESH_SWEEP, expr: "0 2 * * *".into() },
+            ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: "0 3 * * *".into() },
+        ],
+        timezone: chrono_tz::Tz::UTC,
+        sweep_chunk: 100,
+        live_every: Duration::from_millis(200),
+    };
+    let app = Route::new().nest(dashboard::BASE, dashboard::routes(Dashboard::new(cx, config, None))).boxed();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { Server::new_with_acceptor(TcpAcceptor::from_tokio(listener).unwrap()).run(app).await });
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    Ops { url, http, cookie: String::new(), _sandbox: sandbox }
+}
+
+impl Ops {
+    /// GETs a dashboard page (keeping the session cookie it hands out); returns status and body.
+    async fn get(&mut self, path: &str) -> (StatusCode, String) {
+        let resp = self.http.get(format!("{}/dashboard{path}", self.url)).header(header::COOKIE, &self.cookie).send().await.unwrap();
+        if let Some(c) = resp.headers().get(header::SET_COOKIE) {
+            self.cookie = c.to_str().unwrap().split(';').next().unwrap().to_owned();
+        }
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    /// POSTs a form; returns status, `Location` and body.
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let resp = self.http.post(format!("{}/dashboard{path}", self.url)).header(header::COOKIE, &self.cookie).form(form).send().await.unwrap();
+        let location = resp.headers().get(header::LOCATION).map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+        (resp.status(), location, resp.text().await.unwrap())
+    }
+
+    /// The CSRF token of the forms on `path`.
+    async fn csrf(&mut self, path: &str) -> String {
+        let (_, html) = self.get(path).await;
+        let marker = r#"name="csrf" value=""#;
+        let at = html.find(marker).expect("a form with a CSRF token") + marker.len();
+        html[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+/// `n` sync jobs, killed after one attempt.
+async fn dead_syncs(store: &Store, n: i64) -> Vec<String> {
+    let sql = store.pool().pick(
+        "UPDATE apalis.jobs SET status = 'Killed', attempts = 1 WHERE id = $1",
+        "UPDATE Jobs SET status = 'Killed', attempts = 1 WHERE id = $1",
+    );
+    let mut ids = vec![];
+    for i in 0..n {
+        let id = store.enqueue(&sync::job(AccountId(100 + i), SyncReason::Manual, Timestamp::now())).await.unwrap().id;
+        match store.pool() {
+            Pool::Postgres(p) => sqlx::query(sql).bind(&id).execute(p).await.unwrap().rows_affected(),
+            Pool::Sqlite(p) => sqlx::query(sql).bind(&id).execute(p).await.unwrap().rows_affected(),
+        };
+        ids.push(id);
+    }
+    ids
+}
+
+both_backends! {
+    async fn every_page_renders_what_the_store_holds(db: TestDb) {
+        let s = &db.store;
+        let v = jobs::Vault::new(jobs::VaultKey::parse(jobs::VaultKey::generate().expose()).unwrap(), vec![]);
+        let account = s.upsert_account(&NewAccount {
+            user_id: "user-7".into(), platform: Platform::Tiktok, platform_user_id: "tt-7".into(), username: "dancer_7".into(),
+            display_name: None, scopes: String::new(),
+            access_token: v.seal(&Aad::account(Platform::Tiktok, "tt-7", "access_token"), &Secret::from("act.secret.value")),
+            refresh_token: None, access_expires_at: Timestamp::now().plus(Duration::from_secs(3600)), refresh_expires_at: None, next_refresh_at: None,
+        }, Timestamp::now()).await.unwrap();
+        let job = s.enqueue(&sync::job(account.id, SyncReason::Manual, Timestamp::now().plus(Duration::from_secs(600)))).await.unwrap().id;
+        let run = s.start_job_run(&JobRunStart { queue: jobs::refresh::KIND, job_id: "r1", account_id: Some(account.id), attempt: 1, worker: "p" }, Timestamp::now()).await.unwrap();
+        s.finish_job_run(run, JobOutcome::Succeeded, None, None, Timestamp::now()).await.unwrap();
+        let queues = [ProcessQueue { queue: "sync".into(), concurrency: 8 }];
+        s.beat_process(&ProcessBeat { name: "box-42-beef", host: "box", pid: 42, queues: &queues, started_at: Timestamp::now(), stale_after: Duration::from_secs(5) }, Timestamp::now()).await.unwrap();
+
+        let mut ops = serve(&db, Access::Open, false).await;
+        let detail = format!("/jobs/{job}");
+        for (path, expect) in [
+            ("/", r#"data-cell="sync:scheduled" href="/dashboard/jobs?queue=sync&amp;state=scheduled">1<"#),
+            ("/jobs?queue=sync", job.as_str()),
+            (detail.as_str(), "account_id"),
+            ("/jobs?account=abc", "the account id must be a number"),
+            ("/cron", "every day at 02:00 (UTC)"),
+            ("/workers", "box-42-beef"),
+            ("/workers", "sync (8)"),
+            ("/accounts?username=DANCER", "@dancer_7"),
+            ("/accounts?status=reauth_required", "No account matches."),
+            ("/health", "Latest ("),
+            ("/jobs/NOPE", "No job NOPE"),
+        ] {
+            let (status, html) = ops.get(path).await;
+            assert_eq!(status, 200, "{path}");
+            assert!(html.contains(expect), "{path} shows {expect:?}:\n{html}");
+            assert!(!html.contains("act.secret.value"), "no token on {path}");
+        }
+    }
+
+    async fn actions_need_the_csrf_token_and_all_matching_asks_first(db: TestDb) {
+        let ids = dead_syncs(&db.store, 3).await;
+        let mut ops = serve(&db, Access::Open, false).await;
+        let token = ops.csrf("/jobs").await;
+        let dead = JobFilter { state: Some(JobState::Dead), ..JobFilter::default() };
+
+        let (status, location, _) = ops.post("/jobs/act", &[("csrf", "forged"), ("action", "retry"), ("id", &ids[0]), ("back", "/dashboard/jobs")]).await;
+        assert_eq!(status, 303);
+        assert!(location.starts_with("/dashboard/jobs?error=") && location.contains("security%20token"), "{location}");
+        assert_eq!(db.store.count_jobs(&dead).await.unwrap(), 3, "nothing changed");
+
+        let (_, location, _) = ops.post("/jobs/act", &[("csrf", &token), ("action", "retry"), ("back", "https://evil.example/")]).await;
+        assert_eq!(location, "/dashboard/jobs?error=Select%20at%20least%20one%20job%20first.", "errors come back inline, never off-site");
+
+        let (status, _, html) = ops.post("/jobs/act", &[("csrf", &token), ("all", "retry"), ("f_state", "dead"), ("back", "/dashboard/jobs?state=dead")]).await;
+        assert_eq!(status, 200);
+        assert!(html.contains(r#"<strong id="confirm-count">3</strong>"#), "asks first:\n{html}");
+        assert_eq!(db.store.count_jobs(&dead).await.unwrap(), 3, "nothing changed yet");
+
+        let (_, location, _) = ops.post("/jobs/act", &[("csrf", &token), ("all", "retry"), ("f_state", "dead"), ("confirmed", "3"), ("back", "/dashboard/jobs?state=dead")]).await;
+        assert_eq!(location, "/dashboard/jobs?state=dead&notice=Retried%203%20jobs.");
+        assert_eq!(db.store.count_jobs(&dead).await.unwrap(), 0);
+        let pending = JobFilter { state: Some(JobState::Pending), ..JobFilter::default() };
+        assert_eq!(db.store.count_jobs(&pending).await.unwrap(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_shows_no_actions_and_refuses_them() {
+    let db = TestDb::new(testkit::Backend::Postgres).await;
+    let ids = dead_syncs(&db.store, 1).await;
+    let mut ops = serve(&db, Access::Open, true).await;
+    let (_, html) = ops.get("/jobs").await;
+    assert!(!html.contains("retry all"));
+    let (_, html) = ops.get("/cron").await;
+    assert!(!html.contains("Run now"));
+    let token = ops.csrf("/").await;
+    let (_, location, _) = ops.post("/jobs/act", &[("csrf", &token), ("action", "retry"), ("id", &ids[0])]).await;
+    assert!(location.contains("read-only"), "{location}");
+    let (_, location, _) = ops.post("/cron/run", &[("csrf", &token), ("schedule", "data_sync")]).await;
+    assert!(location.contains("read-only"), "{location}");
+    assert!(db.store.cron_runs("data_sync", 5).await.unwrap().is_empty(), "nothing ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_without_a_password_and_sessions_cannot_be_forged() {
+    let db = TestDb::new(testkit::Backend::Postgres).await;
+    let mut off = serve(&db, Access::Off, false).await;
+    let (status, html) = off.get("/jobs").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("The dashboard is off") && html.contains("OPS_PASSWORD"));
+
+    let mut ops = serve(&db, Access::Password(Secret::from("s3cret-pass")), false).await;
+    let (status, _) = ops.get("/").await;
+    assert_eq!(status, 303, "sign in first");
+    let (status, _, html) = ops.post("/login", &[("password", "nope")]).await;
+    assert_eq!(status, 401);
+    assert!(html.contains("Wrong password."));
+    let resp = ops.http.post(format!("{}/dashboard/login", ops.url)).form(&[("password", "s3cret-pass")]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/dashboard"));
+    ops.cookie = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(ops.get("/").await.0, 200);
+    // Move the expiry a year on: the signature no longer matches.
+    let (name, value) = ops.cookie.split_once('=').unwrap();
+    let (expires, rest) = value.split_once('.').unwrap();
+    ops.cookie = format!("{name}={}.{rest}", expires.parse::<i64>().unwrap() + 365 * 86_400_000);
+    assert_eq!(ops.get("/").await.0, 303, "a forged session is refused");
+}
