@@ -24,10 +24,9 @@ impl dashboard::LoginThrottle for SignInThrottle {
     fn locked<'a>(&'a self, req: &'a Request) -> Pin<Box<dyn Future<Output = Option<Duration>> + Send + 'a>> {
         Box::pin(async move {
             let policy = self.0.config.policies.get("auth")?;
-            match limits::over(&self.0.store, "auth", policy, &self.client(req), Timestamp::now()).await {
-                Ok(locked) => locked.map(|d| Duration::from_secs(d.retry_after_secs)),
-                Err(_) => None,
-            }
+            let locked = limits::over(&self.0.store, "auth", policy, &self.client(req), Timestamp::now()).await.ok()??;
+            count_429(&self.0);
+            Some(Duration::from_secs(locked.retry_after_secs))
         })
     }
 

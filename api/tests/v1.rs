@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use api::{ApiConfig, ApiState, auth::Jwt, limits::Policies};
-use jobs::{Secret, Store, Vault, VaultKey, clients::Clients, job::{JobContext, JobSettings}};
+use jobs::{Secret, Store, Timestamp, Vault, VaultKey, clients::Clients, job::{JobContext, JobSettings}};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use testkit::{TestDb, both_backends, platform::{SandboxServer, param}};
@@ -311,6 +311,43 @@ async fn the_sixth_failed_authentication_is_limited_and_two_servers_share_the_co
     // Wrong cron secrets count the same way.
     let resp = one.http.post(format!("{}/api/v1/jobs/data-sync/run", one.url)).header("x-cron-secret", CRON_SECRET).send().await.unwrap();
     assert_eq!(resp.status(), 429, "the address stays locked out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sign_ins_spend_the_auth_budget_and_429s_are_counted() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |c| {
+        c.dashboard = Some(dashboard::DashboardConfig {
+            access: dashboard::Access::Password(Secret::from("the-ops-password")),
+            session_key: [1; 32],
+            read_only: false,
+            secure_cookies: false,
+            schedules: vec![],
+            timezone: chrono_tz::Tz::UTC,
+            sweep_chunk: 100,
+            live_every: Duration::from_secs(1),
+        });
+    })
+    .await;
+    let sign_in = |password: &'static str| app.http.post(format!("{}/dashboard/login", app.url)).form(&[("password", password)]).send();
+    // Two forged API tokens and three wrong passwords: five failures from one address.
+    for _ in 0..2 {
+        assert_eq!(app.call(Method::GET, "/api/v1/social-media/accounts", None, None).await.0, 401);
+    }
+    for _ in 0..3 {
+        assert_eq!(sign_in("guess").await.unwrap().status(), 401);
+    }
+    let sixth = sign_in("guess").await.unwrap();
+    assert_eq!(sixth.status(), 429, "five failures use up the budget");
+    assert!(sixth.headers().contains_key("retry-after"));
+    assert!(sixth.text().await.unwrap().contains("Too many failed sign-ins"), "said on the sign-in page");
+    assert_eq!(sign_in("the-ops-password").await.unwrap().status(), 429, "even the right password waits");
+    assert_eq!(app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await.0, 429, "and so does the API");
+    // Each 429 answered is counted for the dashboard's health page.
+    testkit::eventually(Duration::from_secs(10), "the 429s are counted", || async {
+        let hours = app.db.store.counter_hours(jobs::store::API_429_COUNTER, Timestamp::now().minus(Duration::from_secs(7200))).await.unwrap();
+        hours.iter().map(|(_, n)| n).sum::<i64>() >= 2
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
