@@ -29,6 +29,7 @@ pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
     println!("socialsync is up on {public}  — Ctrl-C stops it");
     println!("  try it:   {public}/demo");
     println!("  API docs: {public}/docs   health: {public}/readyz");
+    println!("  ops:      {public}/dashboard");
     let api = api::serve(state, listener, shutdown.clone().cancelled_owned());
     let setup = worker_setup(settings, &config, &store, &platforms)?;
     let workers = worker::run_workers(setup, shutdown.clone());
