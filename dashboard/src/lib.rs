@@ -81,6 +81,12 @@ impl Dashboard {
         let live = Arc::new(live::Live::new(cx.store.clone(), config.live_every));
         Dashboard { cx, config: Arc::new(config), live, throttle }
     }
+
+    /// How many rounds of live count queries this process has run, however many browsers
+    /// watch (also the metric `socialsync_dashboard_live_frames_total`).
+    pub fn live_frames_computed(&self) -> u64 {
+        self.live.frames_computed()
+    }
 }
 
 /// The dashboard's routes, to be nested at [`BASE`].

@@ -4,7 +4,14 @@
 //! the event stream, and publishes it on a `watch` channel; every stream (and every overview
 //! page render within the tick) reads the same frame. With nobody watching it sleeps.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use jobs::{
     Store, Timestamp,
@@ -43,12 +50,14 @@ pub struct Live {
     started: std::sync::Once,
     /// Serialises on-demand refreshes so a burst of page loads runs one query.
     refreshing: Mutex<()>,
+    /// Frames computed so far (each is one round of count queries).
+    computed: AtomicU64,
 }
 
 impl Live {
     pub fn new(store: Store, every: Duration) -> Live {
         let (tx, _) = watch::channel(Arc::new(Frame::default()));
-        Live { store, every, tx, wake: Notify::new(), started: std::sync::Once::new(), refreshing: Mutex::new(()) }
+        Live { store, every, tx, wake: Notify::new(), started: std::sync::Once::new(), refreshing: Mutex::new(()), computed: AtomicU64::new(0) }
     }
 
     /// A frame no older than one tick: the shared one, or a fresh one computed now.
@@ -58,9 +67,19 @@ impl Live {
         if Timestamp::now().millis() - latest.at.millis() < self.every.as_millis() as i64 {
             return latest;
         }
-        let frame = Arc::new(compute(&self.store).await);
+        let frame = Arc::new(self.compute().await);
         self.tx.send_replace(frame.clone());
         frame
+    }
+
+    pub fn frames_computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    async fn compute(&self) -> Frame {
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("socialsync_dashboard_live_frames_total").increment(1);
+        compute(&self.store).await
     }
 
     fn subscribe(self: &Arc<Self>) -> watch::Receiver<Arc<Frame>> {
@@ -80,7 +99,7 @@ impl Live {
                 continue;
             }
             let _one = self.refreshing.lock().await;
-            let frame = compute(&self.store).await;
+            let frame = self.compute().await;
             self.tx.send_replace(Arc::new(frame));
             drop(_one);
             tokio::time::sleep(self.every).await;

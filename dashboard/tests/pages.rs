@@ -19,6 +19,7 @@ struct Ops {
     url: String,
     http: reqwest::Client,
     cookie: String,
+    dashboard: Dashboard,
     _sandbox: SandboxServer,
 }
 
@@ -38,12 +39,13 @@ async fn serve(db: &TestDb, access: Access, read_only: bool) -> Ops {
         sweep_chunk: 100,
         live_every: Duration::from_millis(200),
     };
-    let app = Route::new().nest(dashboard::BASE, dashboard::routes(Dashboard::new(cx, config, None))).boxed();
+    let dashboard = Dashboard::new(cx, config, None);
+    let app = Route::new().nest(dashboard::BASE, dashboard::routes(dashboard.clone())).boxed();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { Server::new_with_acceptor(TcpAcceptor::from_tokio(listener).unwrap()).run(app).await });
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    Ops { url, http, cookie: String::new(), _sandbox: sandbox }
+    Ops { url, http, cookie: String::new(), dashboard, _sandbox: sandbox }
 }
 
 impl Ops {
@@ -153,6 +155,30 @@ both_backends! {
         let pending = JobFilter { state: Some(JobState::Pending), ..JobFilter::default() };
         assert_eq!(db.store.count_jobs(&pending).await.unwrap(), 3);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_watchers_share_one_count_query_per_tick() {
+    let db = TestDb::new(testkit::Backend::Postgres).await;
+    let mut ops = serve(&db, Access::Open, false).await;
+    ops.get("/").await; // the session cookie
+    let mut streams = vec![];
+    for _ in 0..5 {
+        let resp = ops.http.get(format!("{}/dashboard/live", ops.url)).header(header::COOKIE, &ops.cookie).send().await.unwrap();
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        streams.push(resp);
+    }
+    // Every watcher receives three frames…
+    for resp in &mut streams {
+        let mut frames = 0;
+        while frames < 3 {
+            let chunk = resp.chunk().await.unwrap().expect("the stream stays open");
+            frames += String::from_utf8_lossy(&chunk).matches("data: {").count();
+        }
+    }
+    // …and the counts were queried about once per tick, not once per watcher and tick (≥ 15).
+    let computed = ops.dashboard.live_frames_computed();
+    assert!((3..8).contains(&computed), "{computed} rounds of count queries for 5 watchers × 3 frames");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,13 +34,18 @@ pub struct RefreshToken {
 }
 
 /// The job refreshing `account` at `run_at`, at most one waiting per account.
+/// The dedup key of an account's jobs on this queue: one waits at a time.
+pub fn dedup_key(account: AccountId) -> String {
+    format!("{KIND}:{account}")
+}
+
 pub fn job(account: AccountId, run_at: Timestamp, planned_at: Timestamp) -> NewJob {
     NewJob {
         queue: KIND,
         payload: serde_json::to_value(RefreshToken { account_id: account, planned_at: Some(planned_at) }).expect("serializes"),
         run_at,
         max_attempts: MAX_ATTEMPTS,
-        dedup_key: Some(format!("{KIND}:{account}")),
+        dedup_key: Some(dedup_key(account)),
     }
 }
 

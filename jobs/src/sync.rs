@@ -37,13 +37,18 @@ pub struct SyncAccount {
 }
 
 /// The job syncing `account`, at most one waiting per account.
+/// The dedup key of an account's jobs on this queue: one waits at a time.
+pub fn dedup_key(account: AccountId) -> String {
+    format!("{KIND}:{account}")
+}
+
 pub fn job(account: AccountId, reason: SyncReason, run_at: Timestamp) -> NewJob {
     NewJob {
         queue: KIND,
         payload: serde_json::to_value(SyncAccount { account_id: account, reason }).expect("serializes"),
         run_at,
         max_attempts: MAX_ATTEMPTS,
-        dedup_key: Some(format!("{KIND}:{account}")),
+        dedup_key: Some(dedup_key(account)),
     }
 }
 

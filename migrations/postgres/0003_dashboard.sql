@@ -22,5 +22,6 @@ CREATE TABLE ops_counters (
 
 -- Throughput per minute and the health figures read finished attempts by time.
 CREATE INDEX job_runs_finished ON job_runs (finished_at);
--- The job list filtered by state pages by id (ULIDs, so newest first is id order).
-CREATE INDEX socialsync_jobs_status_id ON apalis.jobs (status, id);
+-- Counts per state and queue read this index alone; the job list filtered by state (and queue)
+-- pages by id through it (ids are ULIDs, so newest first is id order).
+CREATE INDEX socialsync_jobs_status_queue_id ON apalis.jobs (status, job_type, id);

@@ -211,8 +211,8 @@ struct Dialect {
     table: &'static str,
     now: &'static str,
     columns: &'static str,
-    payload: &'static str,
-    last_result: &'static str,
+    /// The last error's text.
+    error: &'static str,
     like: &'static str,
 }
 
@@ -227,8 +227,7 @@ fn dialect(pool: &Pool) -> Dialect {
                 (extract(epoch FROM done_at) * 1000)::bigint AS done_at,
                 last_result::text AS last_result, convert_from(job, 'UTF8') AS payload,
                 run_at > now() AS due_later",
-            payload: "convert_from(job, 'UTF8')",
-            last_result: "last_result::text",
+            error: "(last_result ->> 'Err')",
             like: "ILIKE",
         },
         Dialect {
@@ -237,8 +236,7 @@ fn dialect(pool: &Pool) -> Dialect {
             columns: "id, job_type AS queue, status, attempts, max_attempts, run_at * 1000 AS run_at, lock_by,
                 lock_at * 1000 AS lock_at, done_at * 1000 AS done_at, last_result, CAST(job AS TEXT) AS payload,
                 run_at > strftime('%s', 'now') AS due_later",
-            payload: "CAST(job AS TEXT)",
-            last_result: "last_result",
+            error: "json_extract(last_result, '$.Err')",
             like: "LIKE",
         },
     )
@@ -251,7 +249,7 @@ fn ulid_floor(t: Timestamp) -> String {
 
 impl JobFilter {
     /// Appends ` AND …` for every set field.
-    fn push_where(&self, sql: &mut Sql, d: &Dialect, pg: bool) {
+    fn push_where(&self, sql: &mut Sql, d: &Dialect) {
         if let Some(q) = &self.queue {
             let p = sql.bind(Arg::Text(q.clone()));
             let _ = write!(sql.text, " AND job_type = {p}");
@@ -268,17 +266,17 @@ impl JobFilter {
             let _ = write!(sql.text, " AND id < {p}");
         }
         if let Some(a) = self.account_id {
-            let p = sql.bind(Arg::Int(a));
-            if pg {
-                let _ = write!(sql.text, " AND ({}::jsonb -> 'account_id') = to_jsonb({p}::bigint)", d.payload);
-            } else {
-                let _ = write!(sql.text, " AND json_extract({}, '$.account_id') = {p}", d.payload);
-            }
+            // An account's jobs (its refreshes and syncs) carry it in their dedup key: a
+            // text comparison, where reading it from the payload would parse every row's JSON.
+            let account = crate::AccountId(a);
+            let refresh = sql.bind(Arg::Text(crate::refresh::dedup_key(account)));
+            let sync = sql.bind(Arg::Text(crate::sync::dedup_key(account)));
+            let _ = write!(sql.text, " AND dedup_key IN ({refresh}, {sync})");
         }
         if let Some(e) = self.error.as_deref().filter(|e| !e.is_empty()) {
             let escaped = e.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             let p = sql.bind(Arg::Text(format!("%{escaped}%")));
-            let _ = write!(sql.text, " AND {} {} {p} ESCAPE '\\'", d.last_result, d.like);
+            let _ = write!(sql.text, " AND {} {} {p} ESCAPE '\\'", d.error, d.like);
         }
         if let Some(id) = &self.id {
             let p = sql.bind(Arg::Text(id.clone()));
@@ -296,7 +294,7 @@ impl Store {
     pub async fn search_jobs(&self, filter: &JobFilter, before: Option<&str>, limit: u32) -> Result<Vec<JobRow>> {
         let d = dialect(self.pool());
         let mut sql = Sql { text: format!("SELECT {} FROM {} WHERE 1 = 1", d.columns, d.table), args: vec![] };
-        filter.push_where(&mut sql, &d, self.is_postgres());
+        filter.push_where(&mut sql, &d);
         if let Some(b) = before {
             let p = sql.bind(Arg::Text(b.to_owned()));
             let _ = write!(sql.text, " AND id < {p}");
@@ -311,7 +309,7 @@ impl Store {
     pub async fn count_jobs(&self, filter: &JobFilter) -> Result<i64> {
         let d = dialect(self.pool());
         let mut sql = Sql { text: format!("SELECT COUNT(*) FROM {} WHERE 1 = 1", d.table), args: vec![] };
-        filter.push_where(&mut sql, &d, self.is_postgres());
+        filter.push_where(&mut sql, &d);
         let Sql { text, args } = sql;
         Ok(on_pool!(self, p => bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(text)), args).fetch_one(p).await?))
     }
@@ -341,7 +339,7 @@ impl Store {
                 let ids_sql = if pg { format!("SELECT jsonb_array_elements_text({p}::jsonb)") } else { format!("SELECT value FROM json_each({p})") };
                 let _ = write!(tmp.text, " AND id IN ({ids_sql})");
             }
-            Selection::Matching(filter) => filter.push_where(&mut tmp, &d, pg),
+            Selection::Matching(filter) => filter.push_where(&mut tmp, &d),
         }
         filter_sql.push_str(&tmp.text);
         sql.args = tmp.args;
