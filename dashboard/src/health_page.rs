@@ -54,7 +54,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
     let body = match figures {
         Ok((refresh, nightly, ours, theirs, backlog, ig_next, tt_next)) => html! {
             (refresh_section(&refresh, since))
-            (nightly_section(&d, &nightly))
+            (nightly_section(&d, &nightly, since))
             (limits_section(&ours, &theirs, since))
             (pacing_section(&d, &backlog, [(Platform::Instagram, ig_next), (Platform::Tiktok, tt_next)], now))
         },
@@ -122,18 +122,40 @@ fn expected_ms(d: &Dashboard, instagram: i64, tiktok: i64) -> i64 {
     ig.max(tt)
 }
 
-fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync]) -> Markup {
+/// How long a nightly run took (ms), and whether that is past its pace-bound expectation.
+fn nightly_took(d: &Dashboard, n: &jobs::store::NightlySync) -> (Option<i64>, i64, bool) {
+    let expected = expected_ms(d, n.instagram_syncs, n.tiktok_syncs);
+    let took = n.last_finished.map(|f| f.millis() - n.claimed_at.millis());
+    let over = took.is_some_and(|t| t as f64 > expected as f64 * 1.1 + 60_000.0);
+    (took, expected, over)
+}
+
+fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync], since: Timestamp) -> Markup {
+    // One column per day: the duration in minutes, red when over the expectation.
+    let columns = day_columns(since, |at| {
+        let run = nightly.iter().rev().find(|n| n.fire_at.millis() - n.fire_at.millis().rem_euclid(DAY_MS) == at.millis());
+        match run.map(|n| (n, nightly_took(d, n))) {
+            Some((n, (Some(took), expected, over))) => {
+                let minutes = took as f64 / 60_000.0;
+                let title = format!("{}: took {}, expected {} ({} jobs)", day(at), page::span_ms(took), page::span_ms(expected), n.jobs_enqueued.unwrap_or(0));
+                (if over { vec![0.0, minutes] } else { vec![minutes, 0.0] }, title)
+            }
+            _ => (vec![0.0, 0.0], format!("{}: no nightly sync", day(at))),
+        }
+    });
     html! {
         section #nightly-health {
             h2 { "Nightly sync duration" }
             p { "Took: from the sweep to the end of the last sync it led to. Expected: each platform's syncs one pacing spacing apart. A run more than 10 % (and a minute) over is flagged." }
+            (page::raw(chart::draw(&Chart {
+                columns, series: &["ok", "bad"], target: None, max: None,
+                label: "Nightly sync duration per day, minutes (red: over the expectation)", ends: (day(since), "today".into()),
+            })))
             table {
                 thead { tr { th { "Fired" } th { "Jobs" } th { "Synced (Instagram / TikTok)" } th { "Took" } th { "Expected" } th { "" } } }
                 tbody {
                     @for n in nightly.iter().rev() {
-                        @let expected = expected_ms(d, n.instagram_syncs, n.tiktok_syncs);
-                        @let took = n.last_finished.map(|f| f.millis() - n.claimed_at.millis());
-                        @let over = took.is_some_and(|t| t as f64 > expected as f64 * 1.1 + 60_000.0);
+                        @let (took, expected, over) = nightly_took(d, n);
                         tr {
                             td { (page::when(n.fire_at)) @if n.claimed_at.millis() - n.fire_at.millis() > 60_000 { " " small { "(ran " (page::when(n.claimed_at)) ")" } } }
                             td.num { (n.jobs_enqueued.unwrap_or(0)) }

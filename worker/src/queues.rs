@@ -1,9 +1,14 @@
 //! The apalis side: a storage and a worker per queue, on PostgreSQL or SQLite.
 //!
 //! Settings that make apalis meet DESIGN.md §10: queue names from each job's `KIND`; a
-//! heartbeat of `poll_interval` (apalis fetches on it, so an idle worker sees due jobs within
-//! it) plus LISTEN/NOTIFY on PostgreSQL; orphans rescued after `orphan_after`; workers named
-//! per process; a failed worker restarted by the monitor.
+//! heartbeat of `poll_interval`, plus LISTEN/NOTIFY on PostgreSQL; orphans rescued after
+//! `orphan_after`; workers named per process; a failed worker restarted by the monitor.
+//!
+//! Every storage is also woken every `poll_interval` (`poll_with_interval`). apalis fetches
+//! when its heartbeat timer fires, but a timer that fires while a fetch is in flight is not
+//! polled again: after that fetch comes back empty the worker sleeps until a job of its own
+//! ends — forever, on an idle queue. A job waiting for its retry was left unrun that way (the
+//! flaky SQLite retry test); the interval wake-up closes the gap.
 
 use std::sync::Arc;
 
@@ -121,7 +126,7 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
                     .batch_size(q.batch.max(1))
                     .heartbeat_interval(poll)
                     .missed_heartbeats(missed);
-                let storage = PostgresStorage::<Value>::new(&pool).with_config(config).with_pubsub();
+                let storage = PostgresStorage::<Value>::new(&pool).with_config(config).with_pubsub().poll_with_interval(poll);
                 WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
             }),
             Pool::Sqlite(pool) => monitor.register(move |_| {
@@ -134,7 +139,7 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
                     .batch_size(q.batch.max(1))
                     .heartbeat_interval(poll)
                     .missed_heartbeats(missed);
-                let storage = SqliteStorage::<Value>::new(&pool).with_config(config);
+                let storage = SqliteStorage::<Value>::new(&pool).with_config(config).poll_with_interval(poll);
                 WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
             }),
         };

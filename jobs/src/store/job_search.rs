@@ -286,10 +286,6 @@ impl JobFilter {
 }
 
 impl Store {
-    fn is_postgres(&self) -> bool {
-        matches!(self.pool(), Pool::Postgres(_))
-    }
-
     /// Up to `limit` jobs matching `filter`, newest first, created before the job `before`.
     pub async fn search_jobs(&self, filter: &JobFilter, before: Option<&str>, limit: u32) -> Result<Vec<JobRow>> {
         let d = dialect(self.pool());
@@ -327,22 +323,19 @@ impl Store {
     /// twin will do the work, so such jobs are left as they are.
     pub async fn act_on_jobs(&self, action: JobAction, selection: &Selection, now: Timestamp) -> Result<u64> {
         let d = dialect(self.pool());
-        let pg = self.is_postgres();
-        let mut sql = Sql { text: String::new(), args: vec![] };
+        let pg = matches!(self.pool(), Pool::Postgres(_));
+        // `WHERE 1 = 1 AND (the action's states) AND (the selection)`.
         let states: Vec<String> = action.applies_to().iter().map(|s| s.condition(d.now)).collect();
-        let mut filter_sql = format!(" AND ({})", states.join(" OR "));
-        let mut tmp = Sql { text: String::new(), args: vec![] };
+        let mut sql = Sql { text: format!(" AND ({})", states.join(" OR ")), args: vec![] };
         match selection {
             Selection::Ids(ids) => {
-                let list = serde_json::to_string(ids).expect("strings serialize");
-                let p = tmp.bind(Arg::Text(list));
-                let ids_sql = if pg { format!("SELECT jsonb_array_elements_text({p}::jsonb)") } else { format!("SELECT value FROM json_each({p})") };
-                let _ = write!(tmp.text, " AND id IN ({ids_sql})");
+                let p = sql.bind(Arg::Text(serde_json::to_string(ids).expect("strings serialize")));
+                let ids = if pg { format!("SELECT jsonb_array_elements_text({p}::jsonb)") } else { format!("SELECT value FROM json_each({p})") };
+                let _ = write!(sql.text, " AND id IN ({ids})");
             }
-            Selection::Matching(filter) => filter.push_where(&mut tmp, &d),
+            Selection::Matching(filter) => filter.push_where(&mut sql, &d),
         }
-        filter_sql.push_str(&tmp.text);
-        sql.args = tmp.args;
+        let filter_sql = std::mem::take(&mut sql.text);
         let table = d.table;
         sql.text = match action {
             JobAction::Retry => {
