@@ -126,7 +126,7 @@ both_backends! {
         assert_eq!(param(&location, "connect").as_deref(), Some("pending"));
         assert_eq!(param(&location, "platform").as_deref(), Some("tiktok"));
         let job_id = param(&location, "job_id").unwrap();
-        let job = app.db.store.queued_job(&job_id).await.unwrap().expect("the connect job is queued");
+        let job = app.db.store.job_row(&job_id).await.unwrap().expect("the connect job is queued");
         assert_eq!(job.queue, "connect");
         let code = param(&redirect, "code").unwrap();
         assert!(!job.payload.contains(&code), "the code is not in the job payload");

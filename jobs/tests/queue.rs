@@ -20,7 +20,7 @@ both_backends! {
         let free = db.store.enqueue(&job(None, at)).await.unwrap();
         assert!(free.created, "no key, no dedup");
 
-        let row = db.store.queued_job(&first.id).await.unwrap().unwrap();
+        let row = db.store.job_row(&first.id).await.unwrap().unwrap();
         assert_eq!((row.queue.as_str(), row.status.as_str(), row.attempts, row.max_attempts), ("sync", "Pending", 0, 5));
         assert_eq!(row.run_at, at);
         assert_eq!(row.payload_json(), json!({ "account_id": 7 }));
@@ -34,12 +34,12 @@ both_backends! {
         let first = db.store.enqueue(&job(Some("sync:7"), late)).await.unwrap();
         let again = db.store.enqueue(&job(Some("sync:7"), early)).await.unwrap();
         assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
-        assert_eq!(db.store.queued_job(&first.id).await.unwrap().unwrap().run_at, early);
+        assert_eq!(db.store.job_row(&first.id).await.unwrap().unwrap().run_at, early);
         db.store.enqueue(&job(Some("sync:7"), late)).await.unwrap();
-        assert_eq!(db.store.queued_job(&first.id).await.unwrap().unwrap().run_at, early, "never later");
+        assert_eq!(db.store.job_row(&first.id).await.unwrap().unwrap().run_at, early, "never later");
         let batch = vec![job(Some("sync:7"), Timestamp::from_secs(1_700_000_000)), job(Some("sync:7"), late)];
         assert_eq!(db.store.enqueue_many(&batch).await.unwrap(), 0);
-        assert_eq!(db.store.queued_job(&first.id).await.unwrap().unwrap().run_at, Timestamp::from_secs(1_700_000_000));
+        assert_eq!(db.store.job_row(&first.id).await.unwrap().unwrap().run_at, Timestamp::from_secs(1_700_000_000));
     }
 
     async fn enqueue_many_is_one_statement_and_skips_waiting_duplicates(db: TestDb) {
@@ -55,6 +55,6 @@ both_backends! {
         let e = db.store.enqueue(&job(None, Timestamp::from_secs(1))).await.unwrap();
         let end = jobs::store::AttemptEnd::Killed { error: "x".into() };
         assert!(!db.store.end_attempt(&e.id, "nobody", 1, &end).await.unwrap());
-        assert_eq!(db.store.queued_job(&e.id).await.unwrap().unwrap().status, "Pending");
+        assert_eq!(db.store.job_row(&e.id).await.unwrap().unwrap().status, "Pending");
     }
 }

@@ -191,7 +191,7 @@ both_backends! {
             let a = db.store.account(id).await.unwrap().unwrap();
             println!("account: next_refresh_at {:?} last_refreshed_at {:?} lease {:?} error {:?} now {}", a.next_refresh_at, a.last_refreshed_at, a.lease_owner, a.last_refresh_error, Timestamp::now());
             if let Some(job) = db.store.waiting_job("refresh", Some(&format!("refresh:{id}"))).await.unwrap() {
-                println!("waiting refresh job: {:?}", db.store.queued_job(&job).await.unwrap());
+                println!("waiting refresh job: {:?}", db.store.job_row(&job).await.unwrap());
             }
             panic!("the planned refresh did not run");
         }
@@ -241,10 +241,10 @@ both_backends! {
         let died = tokio::time::timeout(Duration::from_secs(60), eventually(Duration::from_secs(70), "the job to die", || {
             let store = store.clone();
             let job = job.id.clone();
-            async move { store.queued_job(&job).await.unwrap().is_some_and(|j| j.status == "Failed" && j.attempts >= j.max_attempts) }
+            async move { store.job_row(&job).await.unwrap().is_some_and(|j| j.status == "Failed" && j.attempts >= j.max_attempts) }
         })).await;
         if died.is_err() {
-            println!("job: {:?}", db.store.queued_job(&job.id).await.unwrap());
+            println!("job: {:?}", db.store.job_row(&job.id).await.unwrap());
             println!("runs: {:?}", db.store.job_runs(&job.id).await.unwrap());
             panic!("the job did not die");
         }
@@ -278,7 +278,7 @@ both_backends! {
         })).await;
         if seen.is_err() {
             println!("enqueued: {job:?}");
-            println!("job: {:?}", db.store.queued_job(&job.id).await.unwrap());
+            println!("job: {:?}", db.store.job_row(&job.id).await.unwrap());
             println!("runs: {:?}", db.store.job_runs(&job.id).await.unwrap());
             println!("sync queue: {:?}", db.store.queue_counts("sync").await.unwrap());
             panic!("no timed-out attempt");

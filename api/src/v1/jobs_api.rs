@@ -1,7 +1,7 @@
 //! A job's status and the caller's notifications (user JWT), and the ops triggers for the
 //! nightly sweeps (`X-Cron-Secret`).
 
-use jobs::{AccountId, refresh, store::QueuedJob, sweeps, sync::{self, SyncReason}};
+use jobs::{AccountId, refresh, store::JobRow, sweeps, sync::{self, SyncReason}};
 use poem_openapi::{Object, OpenApi, param::{Path, Query}, payload::Json};
 
 use super::{Result, Tag, iso};
@@ -52,12 +52,12 @@ impl JobsApi {
     /// One of the caller's jobs
     #[oai(path = "/jobs/:id", method = "get", operation_id = "get_job")]
     async fn job(&self, user: User, id: Path<String>) -> Result<Json<JobView>> {
-        let job = match self.0.store.queued_job(&id.0).await? {
+        let job = match self.0.store.job_row(&id.0).await? {
             Some(job) if self.owner(&job).await?.as_deref() == Some(user.0.as_str()) => job,
             _ => return Err(ApiError::not_found("job")),
         };
         Ok(Json(JobView {
-            last_error: last_error(&job),
+            last_error: job.last_error(),
             id: job.id,
             queue: job.queue,
             status: job.status,
@@ -130,7 +130,7 @@ impl JobsApi {
 
 impl JobsApi {
     /// The user a job belongs to, from what its arguments name.
-    async fn owner(&self, job: &QueuedJob) -> Result<Option<String>> {
+    async fn owner(&self, job: &JobRow) -> Result<Option<String>> {
         let args = job.payload_json();
         let store = &self.0.store;
         if let Some(id) = args.get("account_id").and_then(|v| v.as_i64()) {
@@ -150,18 +150,6 @@ impl JobsApi {
             Some(_) => Ok(()),
             None => Err(ApiError::not_found("account")),
         }
-    }
-}
-
-/// The error text of a failed attempt, from the queue's last result.
-fn last_error(job: &QueuedJob) -> Option<String> {
-    let text = job.last_result.as_deref()?;
-    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()));
-    let err = value.get("Err").cloned().unwrap_or(serde_json::Value::Null);
-    match err {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s),
-        other => Some(other.to_string()),
     }
 }
 

@@ -85,7 +85,7 @@ pub struct JobFilter {
     pub id: Option<String>,
 }
 
-/// One row of the job list or a job's detail.
+/// A job row: the job list, a job's detail, the API's job status.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
@@ -98,6 +98,8 @@ pub struct JobRow {
     pub lock_at: Option<Timestamp>,
     pub done_at: Option<Timestamp>,
     pub last_result: Option<String>,
+    pub dedup_key: Option<String>,
+    /// The job's arguments as JSON text; never a secret.
     pub payload: String,
     pub due_later: bool,
 }
@@ -105,6 +107,10 @@ pub struct JobRow {
 impl JobRow {
     pub fn state(&self) -> JobState {
         JobState::of(&self.status, self.due_later, self.attempts >= self.max_attempts)
+    }
+
+    pub fn payload_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
     }
 
     /// When the job was enqueued (the ULID's time).
@@ -225,7 +231,7 @@ fn dialect(pool: &Pool) -> Dialect {
                 (extract(epoch FROM run_at) * 1000)::bigint AS run_at, lock_by,
                 (extract(epoch FROM lock_at) * 1000)::bigint AS lock_at,
                 (extract(epoch FROM done_at) * 1000)::bigint AS done_at,
-                last_result::text AS last_result, convert_from(job, 'UTF8') AS payload,
+                last_result::text AS last_result, dedup_key, convert_from(job, 'UTF8') AS payload,
                 run_at > now() AS due_later",
             error: "(last_result ->> 'Err')",
             like: "ILIKE",
@@ -234,7 +240,7 @@ fn dialect(pool: &Pool) -> Dialect {
             table: "Jobs",
             now: "strftime('%s', 'now')",
             columns: "id, job_type AS queue, status, attempts, max_attempts, run_at * 1000 AS run_at, lock_by,
-                lock_at * 1000 AS lock_at, done_at * 1000 AS done_at, last_result, CAST(job AS TEXT) AS payload,
+                lock_at * 1000 AS lock_at, done_at * 1000 AS done_at, last_result, dedup_key, CAST(job AS TEXT) AS payload,
                 run_at > strftime('%s', 'now') AS due_later",
             error: "json_extract(last_result, '$.Err')",
             like: "LIKE",
@@ -310,7 +316,7 @@ impl Store {
         Ok(on_pool!(self, p => bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(text)), args).fetch_one(p).await?))
     }
 
-    /// One job, for its detail page.
+    /// One job.
     pub async fn job_row(&self, id: &str) -> Result<Option<JobRow>> {
         let filter = JobFilter { id: Some(id.to_owned()), ..JobFilter::default() };
         Ok(self.search_jobs(&filter, None, 1).await?.into_iter().next())

@@ -71,7 +71,7 @@ pub use overview::{MinuteCounts, QueueCounts};
 pub use processes::{API_429_COUNTER, FORGET_PROCESSES_AFTER, ProcessBeat, ProcessQueue, WorkerProcess};
 pub use oauth::{NewOAuthState, OAuthState};
 pub use outbox::{NewNotification, Notification};
-pub use queue::{AttemptEnd, Enqueued, NewJob, QueuedJob, new_job_id};
+pub use queue::{AttemptEnd, Enqueued, NewJob, new_job_id};
 pub use rotation::RotationProgress;
 pub use sync_data::{Post, Snapshot};
 

@@ -33,27 +33,6 @@ pub struct Enqueued {
     pub created: bool,
 }
 
-/// A job row, for the API, the dashboard and tests.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct QueuedJob {
-    pub id: String,
-    pub queue: String,
-    pub status: String,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub run_at: Timestamp,
-    pub last_result: Option<String>,
-    pub lock_by: Option<String>,
-    pub dedup_key: Option<String>,
-    pub payload: String,
-}
-
-impl QueuedJob {
-    pub fn payload_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
-    }
-}
-
 /// How an attempt ends, as written by [`Store::end_attempt`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptEnd {
@@ -163,19 +142,6 @@ impl Store {
         let Some(key) = dedup_key else { return Ok(None) };
         let sql = format!("SELECT id FROM {} WHERE job_type = $1 AND dedup_key = $2 AND {PENDING}", self.jobs_table());
         Ok(on_pool!(self, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue).bind(key).fetch_optional(p).await?))
-    }
-
-    pub async fn queued_job(&self, id: &str) -> Result<Option<QueuedJob>> {
-        let sql = self.pool().pick(
-            "SELECT id, job_type AS queue, status, attempts, max_attempts,
-                (extract(epoch FROM run_at) * 1000)::bigint AS run_at, last_result::text AS last_result,
-                lock_by, dedup_key, convert_from(job, 'UTF8') AS payload
-             FROM apalis.jobs WHERE id = $1",
-            "SELECT id, job_type AS queue, status, attempts, max_attempts, run_at * 1000 AS run_at,
-                last_result, lock_by, dedup_key, CAST(job AS TEXT) AS payload
-             FROM Jobs WHERE id = $1",
-        );
-        Ok(on_pool!(self, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
     }
 
     /// Marks the named apalis workers alive now. apalis only heartbeats a worker while it polls
