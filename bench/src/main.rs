@@ -1,0 +1,50 @@
+//! `socialsync-bench`: runs the benchmarks and prints BENCHMARKS.md's table rows.
+//! Needs a PostgreSQL server (`TEST_DATABASE_URL`, as the tests; each run uses a fresh database).
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser)]
+#[command(about = "socialsync's benchmarks, each beside a baseline measured in the same run")]
+struct Args {
+    /// Which benchmark.
+    #[arg(value_enum, default_value = "all")]
+    which: Which,
+    /// `full` is what BENCHMARKS.md reports; `tiny` only checks that everything still runs.
+    #[arg(long, value_enum, default_value = "full")]
+    size: Size,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    All,
+    Fanout,
+    Pickup,
+    Dashboard,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Size {
+    Tiny,
+    Full,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let full = args.size == Size::Full;
+    println!("{}", bench::HEADER);
+    let want = |w: Which| args.which == Which::All || args.which == w;
+    if want(Which::Fanout) {
+        println!("{}", bench::fanout::run(if full { 100_000 } else { 500 }).await.row());
+    }
+    if want(Which::Pickup) {
+        for f in bench::pickup::run(if full { 200 } else { 5 }).await {
+            println!("{}", f.row());
+        }
+    }
+    if want(Which::Dashboard) {
+        for f in bench::dashboard::run(if full { 1_000_000 } else { 2_000 }).await {
+            println!("{}", f.row());
+        }
+    }
+}
