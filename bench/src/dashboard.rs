@@ -102,11 +102,5 @@ pub async fn run(jobs: i64) -> Vec<Figure> {
 }
 
 fn figure(page: &str, value: Duration, baseline: Duration, jobs: i64) -> Figure {
-    Figure {
-        name: format!("dashboard: {page}, {jobs} jobs"),
-        value,
-        baseline_name: "SELECT count(*) of the queue table".into(),
-        baseline,
-        target: "< 200 ms at 1 000 000 jobs".into(),
-    }
+    Figure::time(format!("dashboard: {page}, {jobs} jobs"), value, "SELECT count(*) of the queue table", baseline, "< 200 ms at 1 000 000 jobs")
 }

@@ -42,11 +42,5 @@ pub async fn run(accounts: i64) -> Figure {
     .expect("rows inserted");
     let baseline = started.elapsed();
     drop(db);
-    Figure {
-        name: format!("sweep fan-out, {accounts} syncs enqueued"),
-        value,
-        baseline_name: "one INSERT … SELECT of as many rows".into(),
-        baseline,
-        target: "100 000 in ≤ 3 s".into(),
-    }
+    Figure::time(format!("sweep fan-out, {accounts} syncs enqueued"), value, "one INSERT … SELECT of as many rows", baseline, "100 000 in ≤ 3 s")
 }

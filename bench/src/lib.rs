@@ -6,6 +6,7 @@
 //! - [`fanout`]: the nightly sync sweep enqueueing N jobs; baseline one `INSERT … SELECT` of N rows.
 //! - [`pickup`]: enqueue → handler start with idle workers; baseline a LISTEN/NOTIFY round trip.
 //! - [`dashboard`]: page times with N jobs in the queue table; baseline `SELECT count(*)`.
+//! - [`memory`]: an idle worker's resident memory; baseline the same binary serving the sandbox.
 
 use std::time::{Duration, Instant};
 
@@ -15,40 +16,45 @@ use testkit::{Backend, TestDb};
 
 pub mod dashboard;
 pub mod fanout;
+pub mod memory;
 pub mod pickup;
 
-/// One measured figure and the baseline it is read against.
+/// One measured figure and the baseline it is read against, in one unit.
 #[derive(Clone, Debug)]
 pub struct Figure {
     pub name: String,
-    pub value: Duration,
+    pub value: f64,
     pub baseline_name: String,
-    pub baseline: Duration,
+    pub baseline: f64,
+    pub unit: &'static str,
     /// The project's goal for this figure, in words.
     pub target: String,
 }
 
 impl Figure {
+    /// A duration, in milliseconds.
+    pub fn time(name: String, value: Duration, baseline_name: &str, baseline: Duration, target: &str) -> Figure {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Figure { name, value: ms(value), baseline_name: baseline_name.into(), baseline: ms(baseline), unit: "ms", target: target.into() }
+    }
+
     pub fn ratio(&self) -> f64 {
-        self.value.as_secs_f64() / self.baseline.as_secs_f64().max(1e-9)
+        self.value / self.baseline.max(1e-9)
     }
 
     /// A row of the table in BENCHMARKS.md.
     pub fn row(&self) -> String {
+        let u = self.unit;
         format!(
-            "| {} | {} | {} ({}) | ×{:.2} | {} |",
+            "| {} | {:.1} {u} | {:.1} {u} ({}) | ×{:.2} | {} |",
             self.name,
-            ms(self.value),
-            ms(self.baseline),
+            self.value,
+            self.baseline,
             self.baseline_name,
             self.ratio(),
             self.target
         )
     }
-}
-
-pub fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// The header of the table [`Figure::row`] fills.

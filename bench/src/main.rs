@@ -20,6 +20,7 @@ enum Which {
     Fanout,
     Pickup,
     Dashboard,
+    Memory,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -41,6 +42,9 @@ async fn main() {
         for f in bench::pickup::run(if full { 200 } else { 5 }).await {
             println!("{}", f.row());
         }
+    }
+    if want(Which::Memory) {
+        println!("{}", bench::memory::run().await.row());
     }
     if want(Which::Dashboard) {
         for f in bench::dashboard::run(if full { 1_000_000 } else { 2_000 }).await {

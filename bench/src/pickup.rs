@@ -56,19 +56,7 @@ pub async fn run(jobs: usize) -> Vec<Figure> {
     let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
     let (b50, b99) = (percentile(&mut rounds, 50.0), percentile(&mut rounds, 99.0));
     vec![
-        Figure {
-            name: format!("pick-up latency p50 ({jobs} jobs, idle workers)"),
-            value: p50,
-            baseline_name: "LISTEN/NOTIFY round trip p50".into(),
-            baseline: b50,
-            target: "≤ 5 ms".into(),
-        },
-        Figure {
-            name: format!("pick-up latency p99 ({jobs} jobs, idle workers)"),
-            value: p99,
-            baseline_name: "LISTEN/NOTIFY round trip p99".into(),
-            baseline: b99,
-            target: "≤ 25 ms".into(),
-        },
+        Figure::time(format!("pick-up latency p50 ({jobs} jobs, idle workers)"), p50, "LISTEN/NOTIFY round trip p50", b50, "≤ 5 ms"),
+        Figure::time(format!("pick-up latency p99 ({jobs} jobs, idle workers)"), p99, "LISTEN/NOTIFY round trip p99", b99, "≤ 25 ms"),
     ]
 }

@@ -22,6 +22,6 @@ CREATE TABLE ops_counters (
 
 -- Throughput per minute and the health figures read finished attempts by time.
 CREATE INDEX job_runs_finished ON job_runs (finished_at);
--- Counts per state and queue read this index alone; the job list filtered by state (and queue)
--- pages by id through it (ids are ULIDs, so newest first is id order).
+-- The job list filtered by state (and queue) pages by id through this index (ids are ULIDs,
+-- so newest first is id order).
 CREATE INDEX socialsync_jobs_status_queue_id ON Jobs (status, job_type, id);
