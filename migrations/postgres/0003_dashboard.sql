@@ -20,8 +20,9 @@ CREATE TABLE ops_counters (
     PRIMARY KEY (name, hour)
 );
 
--- Throughput per minute and the health figures read finished attempts by time.
-CREATE INDEX job_runs_finished ON job_runs (finished_at);
+-- Throughput per minute and the health figures read finished attempts by time (the outcome
+-- included, so the overview's per-minute counts never read the table).
+CREATE INDEX job_runs_finished ON job_runs (finished_at) INCLUDE (outcome);
 -- The job list filtered by state (and queue) pages by id through this index (ids are ULIDs,
 -- so newest first is id order); the overview splits waiting and failed jobs by due time and
 -- attempts from it alone, without reading the table (14 ms instead of 130 at a million jobs).

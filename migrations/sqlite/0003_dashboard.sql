@@ -21,7 +21,7 @@ CREATE TABLE ops_counters (
 );
 
 -- Throughput per minute and the health figures read finished attempts by time.
-CREATE INDEX job_runs_finished ON job_runs (finished_at);
+CREATE INDEX job_runs_finished ON job_runs (finished_at, outcome);
 -- The job list filtered by state (and queue) pages by id through this index (ids are ULIDs,
 -- so newest first is id order).
 CREATE INDEX socialsync_jobs_status_queue_id ON Jobs (status, job_type, id);
