@@ -206,6 +206,8 @@ both_backends! {
         assert!(s.jobs_held_by("host-1").await.unwrap().is_empty(), "a prefix of another name holds nothing");
         s.stop_process("host-1-abc", now).await.unwrap();
         assert!(!s.worker_processes(now).await.unwrap()[0].is_stale(now.plus(Duration::from_secs(60))), "stopped, not stale");
-        assert!(s.worker_processes(now.plus(Duration::from_secs(2 * 86_400))).await.unwrap().is_empty(), "forgotten after a day");
+        let later = now.plus(Duration::from_secs(2 * 86_400));
+        assert!(s.worker_processes(later).await.unwrap().is_empty(), "forgotten after a day");
+        assert_eq!(s.purge_worker_processes(later.minus(jobs::store::FORGET_PROCESSES_AFTER)).await.unwrap(), 1);
     }
 }

@@ -77,13 +77,16 @@ impl Store {
         Ok(())
     }
 
-    /// Every process heard from within [`FORGET_PROCESSES_AFTER`], newest first; older rows
-    /// are deleted on the way.
+    /// Every process heard from within [`FORGET_PROCESSES_AFTER`], newest first.
     pub async fn worker_processes(&self, now: Timestamp) -> Result<Vec<WorkerProcess>> {
-        let horizon = now.minus(FORGET_PROCESSES_AFTER);
-        on_pool!(self, p => sqlx::query("DELETE FROM worker_processes WHERE last_seen < $1").bind(horizon).execute(p).await?.rows_affected());
-        const SQL: &str = "SELECT * FROM worker_processes ORDER BY started_at DESC, name";
-        Ok(on_pool!(self, p => sqlx::query_as(SQL).fetch_all(p).await?))
+        const SQL: &str = "SELECT * FROM worker_processes WHERE last_seen >= $1 ORDER BY started_at DESC, name";
+        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(now.minus(FORGET_PROCESSES_AFTER)).fetch_all(p).await?))
+    }
+
+    /// Deletes the rows of processes silent since before `before`; returns how many.
+    pub async fn purge_worker_processes(&self, before: Timestamp) -> Result<u64> {
+        const SQL: &str = "DELETE FROM worker_processes WHERE last_seen < $1";
+        Ok(on_pool!(self, p => sqlx::query(SQL).bind(before).execute(p).await?.rows_affected()))
     }
 
     /// The jobs the process `name` holds now: (job id, queue, claimed at).
