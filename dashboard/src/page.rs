@@ -35,7 +35,7 @@ pub struct Flash {
 /// A page: the navigation, the flash, then `body`.
 pub fn shell(req: &Request, title: &str, flash: &Flash, body: Markup) -> Html<String> {
     let session = req.extensions().get::<Session>();
-    let path = req.uri().path();
+    let path = req.original_uri().path(); // uri() is relative to where the dashboard is nested
     let nav = [("Overview", "/"), ("Jobs", "/jobs"), ("Cron", "/cron"), ("Workers", "/workers"), ("Accounts", "/accounts"), ("Health", "/health")];
     let doc = html! {
         (DOCTYPE)

@@ -120,7 +120,7 @@ pub async fn require<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Resul
             Ok(resp)
         }
         (Access::Password(_), None) => {
-            let wants_page = req.method() == poem::http::Method::GET && req.uri().path() != format!("{BASE}/live");
+            let wants_page = req.method() == poem::http::Method::GET && req.original_uri().path() != format!("{BASE}/live");
             if wants_page {
                 Ok(redirect(&format!("{BASE}/login")))
             } else {

@@ -112,6 +112,7 @@ both_backends! {
         let detail = format!("/jobs/{job}");
         for (path, expect) in [
             ("/", r#"data-cell="sync:scheduled" href="/dashboard/jobs?queue=sync&amp;state=scheduled">1<"#),
+            ("/workers", r#"<a href="/dashboard/workers" aria-current="page">Workers</a>"#),
             ("/jobs?queue=sync", job.as_str()),
             (detail.as_str(), "account_id"),
             ("/jobs?account=abc", "the account id must be a number"),
@@ -209,6 +210,8 @@ async fn off_without_a_password_and_sessions_cannot_be_forged() {
     let mut ops = serve(&db, Access::Password(Secret::from("s3cret-pass")), false).await;
     let (status, _) = ops.get("/").await;
     assert_eq!(status, 303, "sign in first");
+    let (status, _) = ops.get("/live").await;
+    assert_eq!(status, 401, "the event stream is refused, not redirected");
     let (status, _, html) = ops.post("/login", &[("password", "nope")]).await;
     assert_eq!(status, 401);
     assert!(html.contains("Wrong password."));
