@@ -82,6 +82,8 @@ impl Browser {
     }
 
     /// Waits until the text of `css` satisfies `pred` (reloading the page first when `reload`).
+    /// After a click that submits a form, this is how a test waits for the next page: a click
+    /// may return before the navigation it starts has finished.
     async fn wait_text(&self, css: &str, reload: bool, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + limit;
         loop {
@@ -181,7 +183,7 @@ async fn signing_in_refuses_a_wrong_password_and_takes_the_right_one() {
     assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/login", "pages need a session");
 
     b.sign_in(&sys.url, "not the password").await;
-    assert_eq!(b.text("p.error").await, "Wrong password.");
+    b.wait_text("p.error", false, Duration::from_secs(10), |t| t == "Wrong password.").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/login");
     assert!(sys.up.output().contains("failed dashboard sign-in"), "logged");
 
@@ -192,6 +194,7 @@ async fn signing_in_refuses_a_wrong_password_and_takes_the_right_one() {
 
     // Signing out ends the session: the pages ask for the password again.
     c.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    b.wait_text("form.login h1", false, Duration::from_secs(10), |t| t == "socialsync ops").await;
     c.goto(&format!("{}/dashboard/", sys.url)).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/dashboard/login");
     assert!(!sys.up.output().contains(PASSWORD), "the password never reaches the log");
@@ -247,7 +250,8 @@ async fn jobs_filter_and_a_dead_job_retried_runs_again() {
     // Filter by state through the form, then narrow by error text.
     c.find(Locator::Css("#job-filter select[name=state] option[value=dead]")).await.unwrap().click().await.unwrap();
     c.find(Locator::Css("#job-filter button[type=submit]")).await.unwrap().click().await.unwrap();
-    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Jobs").await;
+    // The filtered page: both dead jobs listed, none of the scheduled ones.
+    b.wait_text("table.jobs tbody", false, Duration::from_secs(10), |t| !t.contains("scheduled") && t.contains(&dead_a)).await;
     let rows = c.find_all(Locator::Css("table.jobs tbody tr[data-state]")).await.unwrap();
     assert_eq!(rows.len(), 2, "two dead jobs");
     for r in &rows {
@@ -264,7 +268,7 @@ async fn jobs_filter_and_a_dead_job_retried_runs_again() {
     c.find(Locator::Css(&format!("a[href='/dashboard/jobs/{dead_a}']"))).await.unwrap().click().await.unwrap();
     b.wait_text("main h1", false, Duration::from_secs(10), |t| t.contains(&dead_a)).await;
     c.find(Locator::Css("form.actions button[value=retry]")).await.unwrap().click().await.unwrap();
-    assert_eq!(b.text("p.notice").await, "Retried 1 job.");
+    b.wait_text("p.notice", false, Duration::from_secs(10), |t| t == "Retried 1 job.").await;
     b.wait_text("dl.facts dd span.state", true, Duration::from_secs(60), |t| t == "done").await;
     assert!(b.text("table.runs").await.contains("succeeded"), "the attempt is listed");
     assert!(sys.up.output().contains("jobs action"), "the action is logged");
@@ -304,7 +308,7 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     c.goto(&format!("{}/dashboard/cron", sys.url)).await.unwrap();
     assert!(b.text("section[data-schedule=data_sync]").await.contains("every day at 03:00 (UTC)"));
     c.find(Locator::Css("section[data-schedule=data_sync] button")).await.unwrap().click().await.unwrap();
-    assert_eq!(b.text("p.notice").await, "data_sync ran: 3 jobs enqueued.");
+    b.wait_text("p.notice", false, Duration::from_secs(30), |t| t == "data_sync ran: 3 jobs enqueued.").await;
     let latest = "section[data-schedule=data_sync] table.firings tbody tr:first-child";
     assert_eq!(b.text(&format!("{latest} td:nth-child(2)")).await, "dashboard (run now)");
     assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "3", "jobs enqueued");
