@@ -167,7 +167,13 @@ fn job_context(settings: &Settings, config: &Config, store: &Store, platforms: &
         store: store.clone(),
         vault: config.vault.clone(),
         clients: jobs::clients::Clients::new(platforms),
-        clock: std::sync::Arc::new(jobs::SystemClock),
+        clock: match settings.clock_offset_secs {
+            0 => std::sync::Arc::new(jobs::SystemClock),
+            secs => {
+                tracing::warn!(offset_secs = secs, "CLOCK_OFFSET_SECS shifts this process's clock (a rehearsal setting: leave it 0 in production)");
+                std::sync::Arc::new(jobs::OffsetClock::by_secs(secs))
+            }
+        },
         settings: settings.job_settings(config),
         worker: worker::process_name(),
         http,

@@ -73,6 +73,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub ops_password: Option<String>,
     pub dashboard_read_only: bool,
+    pub clock_offset_secs: i64,
 }
 
 impl Default for Settings {
@@ -131,6 +132,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             ops_password: None,
             dashboard_read_only: false,
+            clock_offset_secs: 0,
         }
     }
 }
@@ -147,6 +149,7 @@ pub const ENV_VARS: &[&str] = &[
     "SYNC_TIMEOUT_SECS", "NOTIFY_TIMEOUT_SECS", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
     "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
     "FRONTEND_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
+    "CLOCK_OFFSET_SECS",
 ];
 
 /// How strictly secrets are required.

@@ -426,7 +426,7 @@ async fn a_disconnect_can_drop_the_history_and_notifications_are_the_callers() {
     let now = Timestamp::now();
     let snap = Snapshot { taken_at: now, followers_count: Some(42), ..Snapshot::default() };
     let post = Post { platform_post_id: "p1".into(), caption: Some("hello".into()), ..Post::default() };
-    app.db.store.save_sync(AccountId(id), &snap, &[post], now).await.unwrap();
+    app.db.store.save_sync(AccountId(id), None, &snap, &[post], now).await.unwrap();
     let (_, stats, _) = app.call(Method::GET, &format!("/api/v1/social-media/accounts/{id}/stats"), Some("user-1"), None).await;
     assert_eq!((stats["latest"]["followers_count"].as_i64(), stats["posts_count"].as_i64()), (Some(42), Some(1)), "{stats}");
     assert_eq!(stats["recent_posts"][0]["caption"], "hello");

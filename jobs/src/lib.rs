@@ -32,5 +32,5 @@ pub mod vault;
 pub use domain::{AccountId, AccountStatus, Platform};
 pub use secret::Secret;
 pub use store::{Store, StoreError};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, OffsetClock, SystemClock, Timestamp};
 pub use vault::{Aad, Sealed, Vault, VaultKey};

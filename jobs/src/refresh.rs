@@ -72,16 +72,19 @@ pub async fn refresh_account(cx: &JobContext, id: AccountId, planned_at: Option<
         return replan(cx, &account, skip).await;
     }
     let now = cx.now();
-    if !cx.store.take_lease(id, &cx.worker, now, cx.settings.lease_ttl).await? {
+    // The lease is this call's own, not the process's: concurrent jobs in one process must
+    // exclude each other as much as jobs on different machines do.
+    let owner = format!("{}/{}", cx.worker, crate::vault::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect::<String>());
+    if !cx.store.take_lease(id, &owner, now, cx.settings.lease_ttl).await? {
         // Another worker is refreshing it right now; look again when it should be done.
         let payload = serde_json::to_value(RefreshToken { account_id: id, planned_at }).expect("serializes");
         return Err(JobError::Defer { until: now.plus(Duration::from_secs(5)), payload });
     }
-    let result = refresh_leased(cx, id, planned_at).await;
+    let result = refresh_leased(cx, id, planned_at, &owner).await;
     // Every path but success leaves the lease to be released here (success releases it in the
     // same write as the tokens).
     if !matches!(result, Ok(Outcome::Done(_))) {
-        cx.store.release_lease(id, &cx.worker).await?;
+        cx.store.release_lease(id, &owner).await?;
     }
     result
 }
@@ -105,7 +108,7 @@ fn needless(a: &Account, planned_at: Option<Timestamp>) -> Option<Outcome> {
     }
 }
 
-async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Timestamp>) -> Result<Outcome, JobError> {
+async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Timestamp>, owner: &str) -> Result<Outcome, JobError> {
     // Re-read under the lease: the previous holder may have just stored new tokens.
     let Some(account) = cx.store.account(id).await? else { return Ok(Outcome::Skipped("account is gone".into())) };
     if let Some(skip) = needless(&account, planned_at) {
@@ -133,7 +136,7 @@ async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Times
                 refresh_expires_at: grant.refresh_expires_in.map(|d| now.plus(d)),
                 next_refresh_at: Some(next),
             };
-            if !cx.store.record_refresh(id, &cx.worker, &tokens, now).await? {
+            if !cx.store.record_refresh(id, owner, &tokens, now).await? {
                 // Our lease lapsed and someone else took over; their write stands.
                 return Err(JobError::Retry { class: "lease_lost", message: "the account's lease lapsed during the refresh".into(), after: None });
             }

@@ -106,10 +106,8 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
                 media_count: profile.media_count,
                 likes_count: profile.likes,
             };
-            if !profile.username.is_empty() {
-                cx.store.update_profile(id, &profile.username, profile.display_name.as_deref(), now).await?;
-            }
-            cx.store.save_sync(id, &snap, &posts, now).await?;
+            let names = (profile.username.as_str(), profile.display_name.as_deref());
+            cx.store.save_sync(id, Some(names), &snap, &posts, now).await?;
             let took = started.elapsed();
             metrics::histogram!("socialsync_sync_duration_seconds", "platform" => account.platform.as_str()).record(took.as_secs_f64());
             tracing::info!(target: "data_sync", account_id = %id, platform = %account.platform, posts = posts.len(), duration_ms = took.as_millis() as u64, "account synced");

@@ -104,7 +104,7 @@ both_backends! {
         let planned_later = db.store.accounts_due_for_refresh(horizon, T0, AccountId(0), 10).await.unwrap();
         assert!(planned_later.is_empty(), "a refresh planned after the window is left to its plan");
 
-        db.store.save_sync(ids[0], &Snapshot { taken_at: T0, ..Default::default() }, &[], T0).await.unwrap();
+        db.store.save_sync(ids[0], None, &Snapshot { taken_at: T0, ..Default::default() }, &[], T0).await.unwrap();
         let stale = db.store.accounts_stale_for_sync(T0, AccountId(0), 10).await.unwrap();
         assert_eq!(stale.iter().map(|s| s.0).collect::<Vec<_>>(), vec![ids[2], ids[3], ids[4]]);
         assert!(stale.iter().all(|s| s.1 == Platform::Instagram));
@@ -243,9 +243,9 @@ both_backends! {
             ..Default::default()
         };
         let snap = |at: Timestamp, followers| Snapshot { taken_at: at, followers_count: Some(followers), ..Default::default() };
-        db.store.save_sync(id, &snap(T0, 100), &[post(1, 5), post(2, 7)], T0).await.unwrap();
+        db.store.save_sync(id, None, &snap(T0, 100), &[post(1, 5), post(2, 7)], T0).await.unwrap();
         let later = T0.plus(Duration::from_secs(3600));
-        db.store.save_sync(id, &snap(later, 120), &[post(1, 9), post(3, 1)], later).await.unwrap();
+        db.store.save_sync(id, None, &snap(later, 120), &[post(1, 9), post(3, 1)], later).await.unwrap();
 
         assert_eq!(db.store.post_count(id).await.unwrap(), 3, "upsert, not duplicate");
         let posts = db.store.posts(id, 10).await.unwrap();
@@ -265,11 +265,11 @@ both_backends! {
         let v = vault();
         let id = db.store.upsert_account(&new_account(&v, "u", Platform::Instagram, "ig"), T0).await.unwrap().id;
         let good = Post { platform_post_id: "p1".into(), like_count: Some(1), ..Default::default() };
-        db.store.save_sync(id, &Snapshot { taken_at: T0, ..Default::default() }, &[good.clone()], T0).await.unwrap();
+        db.store.save_sync(id, None, &Snapshot { taken_at: T0, ..Default::default() }, &[good.clone()], T0).await.unwrap();
         // A sync for an account deleted meanwhile fails on its foreign key half-way through.
         let missing = AccountId(id.0 + 1000);
         let bad = Post { platform_post_id: "p2".into(), ..Default::default() };
-        assert!(db.store.save_sync(missing, &Snapshot { taken_at: T0, ..Default::default() }, &[bad], T0).await.is_err());
+        assert!(db.store.save_sync(missing, None, &Snapshot { taken_at: T0, ..Default::default() }, &[bad], T0).await.is_err());
         assert_eq!(db.store.post_count(id).await.unwrap(), 1);
         assert_eq!(db.store.snapshots(id, 10).await.unwrap().len(), 1);
     }

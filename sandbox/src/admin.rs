@@ -9,6 +9,7 @@
 //! | `GET /_admin/faults`, `PUT /_admin/faults` `[{"path_prefix","error_rate","latency_ms","hang"}]` | faults |
 //! | `GET /_admin/counters` | calls per `platform:endpoint:account` |
 //! | `GET /_admin/requests?after=SEQ&limit=N` | the request log |
+//! | `GET /_admin/secrets` | every code and token ever issued, and the apps' client secrets (for leak scans) |
 //! | `POST /_admin/reset` | a fresh world (settings kept) |
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub fn routes() -> Route {
         .at("/faults", get(faults).put(put_faults))
         .at("/counters", get(counters))
         .at("/requests", get(requests))
+        .at("/secrets", get(secrets))
         .at("/reset", post(reset))
 }
 
@@ -178,6 +180,17 @@ fn requests(Query(q): Query<LogQuery>, sandbox: Data<&Sandbox>) -> Json<Value> {
     let limit = q.limit.unwrap_or(10_000).min(100_000);
     let entries: Vec<_> = s.log.iter().filter(|e| e.seq > after).take(limit).collect();
     Json(json!(entries))
+}
+
+/// What a leak scan looks for: nothing here may appear in plaintext anywhere socialsync writes.
+#[handler]
+fn secrets(sandbox: Data<&Sandbox>) -> Json<Value> {
+    let s = sandbox.lock();
+    Json(json!({
+        "codes": s.codes.keys().collect::<Vec<_>>(),
+        "tokens": s.tokens.keys().collect::<Vec<_>>(),
+        "client_secrets": [crate::INSTAGRAM_CLIENT_SECRET, crate::TIKTOK_CLIENT_SECRET],
+    }))
 }
 
 #[handler]

@@ -173,6 +173,12 @@ pub struct Fault {
     pub latency_ms: u64,
     /// Never answer (the client's timeout must fire).
     pub hang: bool,
+    /// The first this many matching requests pass untouched (e.g. 1 on a paged list: the first
+    /// page is served, later ones fail — a failure half-way through).
+    pub pass_first: u64,
+    /// Matching requests seen so far.
+    #[serde(skip)]
+    pub matched: u64,
 }
 
 pub struct State {

@@ -38,7 +38,10 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
             let mut s = sandbox.lock();
             s.fault_counter += 1;
             let n = s.fault_counter;
-            s.faults.iter().find(|f| path.starts_with(&f.path_prefix)).cloned().map(|f| (f, n))
+            s.faults.iter_mut().find(|f| path.starts_with(&f.path_prefix)).and_then(|f| {
+                f.matched += 1;
+                (f.matched > f.pass_first).then(|| (f.clone(), n))
+            })
         };
         if let Some((fault, n)) = fault {
             if fault.hang {

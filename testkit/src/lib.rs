@@ -19,6 +19,7 @@ use jobs::{
 };
 use sqlx::{Connection, PgConnection};
 
+pub mod cluster;
 pub mod platform;
 pub mod scan;
 
@@ -42,6 +43,8 @@ pub struct TestDb {
     pub url: String,
     pub backend: Backend,
     pg_name: Option<String>,
+    /// The server's admin URL, for dropping the database.
+    admin: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -57,7 +60,7 @@ impl TestDb {
     pub async fn empty(backend: Backend) -> TestDb {
         let (url, pg_name, dir) = match backend {
             Backend::Postgres => {
-                let (url, name) = create_pg_database().await;
+                let (url, name) = create_pg_database(&postgres_admin_url()).await;
                 (url, Some(name), None)
             }
             Backend::Sqlite => {
@@ -67,7 +70,16 @@ impl TestDb {
             }
         };
         let store = Store::connect(&db_config(&url)).await.expect("the test database opens");
-        TestDb { store, url, backend, pg_name, _dir: dir }
+        TestDb { store, url, backend, pg_name, admin: postgres_admin_url(), _dir: dir }
+    }
+
+    /// A fresh, migrated database on the PostgreSQL server at `admin` (e.g. a [`cluster::Cluster`]).
+    pub async fn postgres_on(admin: &str) -> TestDb {
+        let (url, name) = create_pg_database(admin).await;
+        let store = Store::connect(&db_config(&url)).await.expect("the test database opens");
+        let db = TestDb { store, url, backend: Backend::Postgres, pg_name: Some(name), admin: admin.to_owned(), _dir: None };
+        db.migrate().await;
+        db
     }
 
     async fn postgres() -> TestDb {
@@ -125,16 +137,15 @@ pub fn db_config(url: &str) -> DatabaseConfig {
     }
 }
 
-async fn create_pg_database() -> (String, String) {
+async fn create_pg_database(admin: &str) -> (String, String) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let admin = postgres_admin_url();
     let name = format!(
         "ss_test_{}_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed),
         jobs::vault::random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
-    let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+    let mut conn = PgConnection::connect(admin).await.unwrap_or_else(|e| {
         panic!(
             "PostgreSQL is not reachable at {admin} ({e}). Run the tests with scripts/test, \
              which finds or starts PostgreSQL, or set TEST_DATABASE_URL."
@@ -145,7 +156,7 @@ async fn create_pg_database() -> (String, String) {
         .await
         .expect("CREATE DATABASE");
     let _ = conn.close().await;
-    (with_database(&admin, &name), name)
+    (with_database(admin, &name), name)
 }
 
 /// `admin` with its database path replaced by `name`.
@@ -166,7 +177,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let Some(name) = self.pg_name.take() else { return };
         // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
-        let admin = postgres_admin_url();
+        let admin = self.admin.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {

@@ -18,7 +18,10 @@ const CLEARED: &[&str] = &[
     "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
     "MIGRATE_ON_START", "LOG_FORMAT", "SOCIALSYNC_CONFIG", "RUST_LOG", "FRONTEND_URL", "SERVICE_TOKEN",
     "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
+    "CLOCK_OFFSET_SECS",
 ];
+
+pub mod fleet;
 
 pub fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_socialsync"));
@@ -66,6 +69,11 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub fn output(&self) -> String {

@@ -81,6 +81,7 @@ async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTim
         }
     };
     if !claimed {
+        tracing::debug!(schedule = name, fire_at = %at, catch_up, "firing claimed by another process");
         return;
     }
     tracing::info!(schedule = name, fire_at = %at, catch_up, "sweep started");

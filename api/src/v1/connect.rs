@@ -19,6 +19,13 @@ const STATE_TTL: Duration = Duration::from_secs(10 * 60);
 const MAX_CODE_LEN: usize = 2048;
 const MAX_STATE_LEN: usize = 256;
 
+/// Whether `code` could be a platform's authorization code. Instagram's are base64-like and
+/// end in `#_`; TikTok's use letters, digits and `*!-_.`. Anything else (quotes, spaces, angle
+/// brackets, control characters: injection attempts) is refused before it is stored or sent on.
+fn plausible_code(code: &str) -> bool {
+    code.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~*!#".contains(&b))
+}
+
 pub struct ConnectApi(pub ApiState);
 
 /// Where to send the user's browser next.
@@ -94,6 +101,9 @@ impl ConnectApi {
         let code = code.0.filter(|c| !c.is_empty());
         if code.as_ref().is_some_and(|c| c.len() > MAX_CODE_LEN) {
             return Err(ApiError::bad_request("INVALID_REQUEST", format!("code is longer than {MAX_CODE_LEN} characters")));
+        }
+        if code.as_deref().is_some_and(|c| !plausible_code(c)) {
+            return Err(ApiError::bad_request("INVALID_REQUEST", "code has characters no platform puts in an authorization code"));
         }
         let cx = &self.0.config.jobs;
         let hash = state_hash(&state);

@@ -44,15 +44,19 @@ const UPSERT_POST: &str = "
         comment_count = excluded.comment_count, view_count = excluded.view_count,
         share_count = excluded.share_count, updated_at = excluded.updated_at";
 
+// Names the platform reports replace ours; an empty username (a platform that did not say) keeps ours.
 const MARK_SYNCED: &str = "
-    UPDATE social_accounts SET last_synced_at = $2, last_sync_error = NULL, updated_at = $2
+    UPDATE social_accounts SET last_synced_at = $2, last_sync_error = NULL, updated_at = $2,
+        username = COALESCE(NULLIF($3, ''), username), display_name = COALESCE($4, display_name)
     WHERE id = $1";
 
 impl Store {
-    /// Writes a sync's result in one transaction: the snapshot, every post (upserted), and
-    /// `last_synced_at`. A sync that fails half-way therefore leaves the previous state whole,
-    /// and running it twice leaves one post per platform id.
-    pub async fn save_sync(&self, account: AccountId, snap: &Snapshot, posts: &[Post], now: Timestamp) -> Result<()> {
+    /// Writes a sync's result in one transaction: the snapshot, every post (upserted), the
+    /// profile's `names` (username, display name) and `last_synced_at`. A sync that fails
+    /// half-way therefore leaves the previous state whole, and running it twice leaves one post
+    /// per platform id.
+    pub async fn save_sync(&self, account: AccountId, names: Option<(&str, Option<&str>)>, snap: &Snapshot, posts: &[Post], now: Timestamp) -> Result<()> {
+        let (username, display_name) = names.unwrap_or(("", None));
         write_tx!(self, tx => {
             sqlx::query(INSERT_SNAPSHOT)
                 .bind(account).bind(snap.taken_at).bind(snap.followers_count)
@@ -66,19 +70,10 @@ impl Store {
                     .bind(post.view_count).bind(post.share_count).bind(now)
                     .execute(&mut *tx).await?;
             }
-            sqlx::query(MARK_SYNCED).bind(account).bind(now).execute(&mut *tx).await?;
+            sqlx::query(MARK_SYNCED).bind(account).bind(now).bind(username).bind(display_name).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
         })
-    }
-
-    /// Updates the names the platform reports for an account.
-    pub async fn update_profile(&self, account: AccountId, username: &str, display_name: Option<&str>, now: Timestamp) -> Result<()> {
-        const SQL: &str = "
-            UPDATE social_accounts SET username = $2, display_name = COALESCE($3, display_name), updated_at = $4
-            WHERE id = $1";
-        on_pool!(self, p => sqlx::query(SQL).bind(account).bind(username).bind(display_name).bind(now).execute(p).await?.rows_affected());
-        Ok(())
     }
 
     /// Notes a failed sync (its error class), leaving the last good data in place.
