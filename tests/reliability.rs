@@ -96,8 +96,10 @@ async fn crashes() {
     let n = setting("RELIABILITY_ACCOUNTS", 2000) as usize;
     let kill_every = Duration::from_millis(setting("RELIABILITY_KILL_EVERY_MS", 3000));
     let db = TestDb::new(Backend::Postgres).await;
-    // Strict rotation (the sandbox's default): a refresh token spent twice is dead.
+    // Strict rotation (the sandbox's default): a refresh token spent twice is dead. TikTok's
+    // 600 calls a minute per endpoint would make this a test of its quota: lifted.
     let sb = SandboxServer::start().await;
+    sb.settings(json!({ "tiktok_requests_per_minute": 1_000_000 })).await;
     let fleet = Fleet::new(
         &db.url,
         &sb,
@@ -114,7 +116,10 @@ async fn crashes() {
     let mut workers: Vec<Proc> = (0..3).map(|_| fleet.worker()).collect();
     let mut killed: Vec<Proc> = vec![];
     let mut last_kill = Instant::now();
-    while unfinished(&db, true).await > 0 {
+    // Done when every account is synced and refreshed (or knowingly needs reconnecting) and no
+    // sync job is left: one a killed worker held must still be run again and end.
+    let sync_left = "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'sync' AND status <> 'Done'";
+    while unfinished(&db, true).await > 0 || count(&db, sync_left).await > 0 {
         if started.elapsed() > Duration::from_secs(600) {
             explain_stall(&db, &workers).await;
             panic!("{} accounts unfinished after 10 minutes", unfinished(&db, true).await);
@@ -305,17 +310,12 @@ async fn platform_outage() {
     let drained = recovered.elapsed();
     let marked = count(&db, "SELECT COUNT(*) FROM social_accounts WHERE status <> 'active'").await;
 
-    // Sync starts (profile reads) as the platform saw them: all of them for the pace, and
-    // those after the recovery for the drain rate.
-    let log = sb.admin_get(&format!("requests?after={log_start}&limit=100000")).await;
-    let starts = |after: u64| -> Vec<i64> {
-        let mut v: Vec<i64> = log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info" && e["seq"].as_u64().unwrap() > after).map(|e| e["real_ms"].as_i64().unwrap()).collect();
-        v.sort();
-        v
-    };
-    let all = starts(0);
-    let violations = all.windows(2).filter(|w| w[1] - w[0] < spacing).count();
-    let after = starts(recovered_seq);
+    // Sync starts (profile reads) as the platform saw them. Those the outage failed never
+    // reached a handler; the ones after the recovery are the drain.
+    let log = sb.admin_get(&format!("requests?after={recovered_seq}&limit=100000")).await;
+    let mut after: Vec<i64> = log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info").map(|e| e["real_ms"].as_i64().unwrap()).collect();
+    after.sort();
+    let violations = after.windows(2).filter(|w| w[1] - w[0] < spacing).count();
     let length = after.last().unwrap() - after.first().unwrap();
     let share = (after.len() as i64 - 1) * spacing * 100 / length.max(1);
     report(
@@ -323,11 +323,10 @@ async fn platform_outage() {
         "3. Platform outage (every call 5xx), then recovery",
         &format!(
             "{n} accounts, outage {} s with {failed_calls} failed calls; accounts marked for reconnection: {marked_during} during, {marked} after; \
-             backlog of {} syncs drained in {:.1} s at {share} % of the {spacing} ms pace; {violations} pace violations in {} starts",
+             backlog of {} syncs drained in {:.1} s at {share} % of the {spacing} ms pace, {violations} starts closer than the pace",
             outage.as_secs(),
             after.len(),
-            drained.as_secs_f64(),
-            all.len()
+            drained.as_secs_f64()
         ),
     );
     assert_eq!((marked_during, marked), (0, 0), "a transient outage marks no account");
@@ -650,9 +649,11 @@ async fn secret_hygiene() {
     .await;
     let accounts = list().await;
     let id_of = |name: &str| accounts.as_array().unwrap().iter().find(|a| a["username"] == name).unwrap()["id"].as_i64().unwrap();
-    // Renewals (TikTok's tokens are due within the sweep's 7 days), and syncs by hand.
-    let (status, _) = keep!("refresh run", http.post(format!("{url}/api/v1/jobs/token-refresh/run")).header("x-cron-secret", &cron_secret));
-    assert_eq!(status, 200);
+    // Renewals by hand (ops' trigger): TikTok rotates the refresh token on each.
+    for name in ["dance.daily", "quickrecipes", "van.life.lena"] {
+        let (status, _) = keep!("refresh run", http.post(format!("{url}/api/v1/jobs/token-refresh/run?account_id={}", id_of(name))).header("x-cron-secret", &cron_secret));
+        assert_eq!(status, 200);
+    }
     eventually(Duration::from_secs(60), "the TikTok accounts refreshed", || async {
         count(&db, "SELECT COUNT(*) FROM social_accounts WHERE platform = 'tiktok' AND last_refreshed_at IS NOT NULL").await == 3
     })
@@ -708,12 +709,14 @@ async fn secret_hygiene() {
     let mut secrets = issued_secrets(&sb).await;
     let ours = [jwt_secret.clone(), cron_secret.clone(), ops_password.clone(), token.to_string()];
     secrets.extend(ours.iter().cloned());
-    secrets.extend(states.iter().cloned());
     secrets.extend(fleet.env.iter().filter(|(k, _)| k == "ENCRYPTION_KEY").map(|(_, v)| v.clone()));
+    let process_logs = logs(&[&api, &workers[0], &workers[1]], "process");
+    let responses = seen.len();
     let mut texts = seen;
-    texts.extend(logs(&[&api, &workers[0], &workers[1]], "process"));
-    let responses = texts.len() - 3;
-    let scanned = assert_no_plaintext(&db, &secrets, &texts).await;
+    texts.extend(process_logs.iter().cloned());
+    let mut scanned = assert_no_plaintext(&db, &secrets, &texts).await;
+    // An OAuth state goes to the user's browser in the connect answer; it is kept only hashed.
+    scanned += assert_no_plaintext(&db, &states, &process_logs).await;
     report(
         "secret_hygiene",
         "7. Secret hygiene: logs (debug level), every table, API and dashboard responses; swapped sealed tokens",
