@@ -36,15 +36,30 @@ async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<Que
     crate::attempt::run(rt, task_id.to_string(), attempt.current() as i32, args).await.map_err(Into::into)
 }
 
-/// The apalis worker name of `kind` in this process.
+/// The apalis worker name of `kind` in this process, on its first run.
 fn worker_name(setup: &WorkerSetup, kind: &str) -> String {
     format!("{}.{kind}", setup.context.worker)
+}
+
+/// The name each queue worker runs under now, by first name. A worker restarted after a
+/// failure (the database went away mid-poll) runs under a new name, `{first}.{restarts}`: the
+/// jobs its previous incarnation had fetched died with it, still locked by the old name, and
+/// only an old name that stops beating lets the orphan rescue give them to a live worker.
+static CURRENT_NAMES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> = std::sync::LazyLock::new(Default::default);
+
+fn incarnation(first: &str, restarts: usize) -> String {
+    let name = if restarts == 0 { first.to_owned() } else { format!("{first}.{restarts}") };
+    CURRENT_NAMES.lock().expect("not poisoned").insert(first.to_owned(), name.clone());
+    name
+}
+
+fn current_name(first: String) -> String {
+    CURRENT_NAMES.lock().expect("not poisoned").get(&first).cloned().unwrap_or(first)
 }
 
 /// Keeps this process's workers' heartbeats fresh while it lives, whether or not apalis polls
 /// (see `Store::touch_workers`): a worker is declared dead only when its process is.
 pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::CancellationToken) {
-    let names: Vec<String> = queues(&setup).iter().map(|(kind, _)| worker_name(&setup, kind)).collect();
     let every = setup.config.poll_interval.min(setup.config.orphan_after / 4).max(std::time::Duration::from_millis(50));
     let mut tick = tokio::time::interval(every);
     let mut last_depth = std::time::Instant::now() - DEPTH_EVERY;
@@ -66,6 +81,7 @@ pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::Cancella
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let names: Vec<String> = queues(&setup).iter().map(|(kind, _)| current_name(worker_name(&setup, kind))).collect();
         if let Err(e) = store.touch_workers(&names).await {
             tracing::warn!(error = %e, "cannot refresh the workers' heartbeat");
         }
@@ -109,27 +125,27 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             true
         });
     for (kind, q) in queues(setup) {
-        let name = worker_name(setup, kind);
-        let rt = Arc::new(QueueRuntime {
-            kind,
-            worker_name: name.clone(),
-            cx: setup.context.clone(),
-            retry_base: cfg.retry_base,
-            retry_cap: cfg.retry_cap,
-            timeout: q.timeout,
-        });
+        let first = worker_name(setup, kind);
+        let (cx, retry_base, retry_cap) = (setup.context.clone(), cfg.retry_base, cfg.retry_cap);
+        let runtime = move |restarts: usize| {
+            let name = incarnation(&first, restarts);
+            let rt = Arc::new(QueueRuntime { kind, worker_name: name.clone(), cx: cx.clone(), retry_base, retry_cap, timeout: q.timeout });
+            (name, rt)
+        };
         let poll = cfg.poll_interval;
         monitor = match setup.context.store.pool().clone() {
-            Pool::Postgres(pool) => monitor.register(move |_| {
+            Pool::Postgres(pool) => monitor.register(move |restarts| {
+                let (name, rt) = runtime(restarts);
                 let config = apalis_postgres::Config::default()
                     .queue(kind)
                     .batch_size(q.batch.max(1))
                     .heartbeat_interval(poll)
                     .missed_heartbeats(missed);
                 let storage = PostgresStorage::<Value>::new(&pool).with_config(config).with_pubsub().poll_with_interval(poll);
-                WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
+                WorkerBuilder::new(name).backend(storage).data(rt).concurrency(q.concurrency.max(1)).build(handle)
             }),
-            Pool::Sqlite(pool) => monitor.register(move |_| {
+            Pool::Sqlite(pool) => monitor.register(move |restarts| {
+                let (name, rt) = runtime(restarts);
                 // apalis-sqlite marks a started job Running in a later, batched write that
                 // does not check run_at, so it can land after the attempt's end was written and
                 // re-lock a job waiting for its retry. Running jobs stay Queued instead.
@@ -140,7 +156,7 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
                     .heartbeat_interval(poll)
                     .missed_heartbeats(missed);
                 let storage = SqliteStorage::<Value>::new(&pool).with_config(config).poll_with_interval(poll);
-                WorkerBuilder::new(name.clone()).backend(storage).data(rt.clone()).concurrency(q.concurrency.max(1)).build(handle)
+                WorkerBuilder::new(name).backend(storage).data(rt).concurrency(q.concurrency.max(1)).build(handle)
             }),
         };
     }
