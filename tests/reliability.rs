@@ -108,7 +108,7 @@ async fn crashes() {
         &sb,
         &[("SYNC_CONCURRENCY", "16"), ("REFRESH_CONCURRENCY", "16"), ("PACING_TIKTOK_MS", "10"), ("CRON_REFRESH", NEVER), ("CRON_SYNC", NEVER)],
     );
-    let accounts = connected_accounts_with(&db, &sb, &fleet.vault, n, 1).await;
+    let accounts = connected_accounts_with(&db.store, &sb, &fleet.vault, n, 1).await;
     let now = Timestamp::now();
     let jobs: Vec<NewJob> = accounts.iter().flat_map(|(id, _)| [refresh::job(*id, now, now), sync::job(*id, SyncReason::Manual, now)]).collect();
     for chunk in jobs.chunks(1000) {
@@ -207,7 +207,7 @@ async fn database_restart() {
         &[("PACING_TIKTOK_MS", "20"), ("SYNC_CONCURRENCY", "8"), ("DATABASE_TIMEOUT_SECS", "2"), ("CRON_REFRESH", NEVER), ("CRON_SYNC", NEVER)],
     );
     let n = 300;
-    let accounts = connected_accounts_with(&db, &sb, &fleet.vault, n, 1).await;
+    let accounts = connected_accounts_with(&db.store, &sb, &fleet.vault, n, 1).await;
     let (mut api, url) = fleet.api(&[("JWT_SECRET", &jwt_secret)]);
     let token = api::auth::Jwt::new(&Secret::from(jwt_secret.as_str())).issue("user0", 3600);
     let mut workers = [fleet.worker(), fleet.worker()];
@@ -297,7 +297,7 @@ async fn platform_outage() {
         &[("PACING_TIKTOK_MS", "100"), ("SYNC_CONCURRENCY", "8"), ("WORKER_POLL_MS", "500"), ("RETRY_CAP_SECS", "4"), ("CRON_REFRESH", NEVER), ("CRON_SYNC", NEVER)],
     );
     let n = 40;
-    let accounts = connected_accounts_with(&db, &sb, &fleet.vault, n, 1).await;
+    let accounts = connected_accounts_with(&db.store, &sb, &fleet.vault, n, 1).await;
     let _workers = [fleet.worker(), fleet.worker(), fleet.worker()];
     let log_start = last_seq(&sb).await;
     sb.faults(json!([{ "path_prefix": "tiktok/", "error_rate": 1.0 }])).await;
@@ -353,7 +353,7 @@ async fn rotation_race() {
     // A slow token endpoint, so the twenty overlap.
     sb.faults(json!([{ "path_prefix": "tiktok/open/v2/oauth/token/", "latency_ms": 300 }])).await;
     let fleet = Fleet::new(&db.url, &sb, &[("REFRESH_CONCURRENCY", "8"), ("CRON_REFRESH", NEVER), ("CRON_SYNC", NEVER)]);
-    let accounts = connected_accounts_with(&db, &sb, &fleet.vault, 1, 1).await;
+    let accounts = connected_accounts_with(&db.store, &sb, &fleet.vault, 1, 1).await;
     let (id, puid) = accounts[0].clone();
     let workers = [fleet.worker(), fleet.worker(), fleet.worker()];
     // Twenty refresh requests at once, as if each had slipped past the queue's dedup: only the
@@ -748,7 +748,7 @@ async fn integrity() {
     let sb = SandboxServer::start().await;
     let fleet = Fleet::new(&db.url, &sb, &[("RETRY_BASE_SECS", "2"), ("CRON_REFRESH", NEVER), ("CRON_SYNC", NEVER)]);
     // 50 posts: three pages of the video list.
-    let accounts = connected_accounts_with(&db, &sb, &fleet.vault, 1, 50).await;
+    let accounts = connected_accounts_with(&db.store, &sb, &fleet.vault, 1, 50).await;
     let (id, puid) = accounts[0].clone();
     let _worker = fleet.worker();
     db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now())).await.unwrap();

@@ -7,6 +7,9 @@
 //! - [`pickup`]: enqueue → handler start with idle workers; baseline a LISTEN/NOTIFY round trip.
 //! - [`dashboard`]: page times with N jobs in the queue table; baseline `SELECT count(*)`.
 //! - [`memory`]: an idle worker's resident memory; baseline the same binary serving the sandbox.
+//! - [`orphans`]: SIGKILL a worker running N syncs, until all run elsewhere; baseline starting N fresh.
+//! - [`api`]: requests per second and latency of the status read and sync request under `wrk`;
+//!   baseline `GET /healthz` on the same process.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +17,11 @@ use jobs::Store;
 use sqlx::PgPool;
 use testkit::{Backend, TestDb};
 
+pub mod api;
 pub mod dashboard;
 pub mod fanout;
 pub mod memory;
+pub mod orphans;
 pub mod pickup;
 
 /// One measured figure and the baseline it is read against, in one unit.

@@ -21,6 +21,8 @@ enum Which {
     Pickup,
     Dashboard,
     Memory,
+    Api,
+    Orphans,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,7 +31,7 @@ enum Size {
     Full,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
     let full = args.size == Size::Full;
@@ -45,6 +47,14 @@ async fn main() {
     }
     if want(Which::Memory) {
         println!("{}", bench::memory::run().await.row());
+    }
+    if want(Which::Orphans) {
+        println!("{}", bench::orphans::run(if full { 50 } else { 3 }).await.row());
+    }
+    if want(Which::Api) {
+        for f in bench::api::run(if full { 10 } else { 1 }).await {
+            println!("{}", f.row());
+        }
     }
     if want(Which::Dashboard) {
         for f in bench::dashboard::run(if full { 1_000_000 } else { 2_000 }).await {

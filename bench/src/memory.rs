@@ -33,7 +33,8 @@ fn rss_kib(child: &Child) -> u64 {
         .expect("VmRSS in /proc/*/status")
 }
 
-struct Killed(Child);
+/// A child process, killed when dropped.
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -42,7 +43,8 @@ impl Drop for Killed {
     }
 }
 
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Killed {
+/// The `socialsync` binary with `args` and `env`, its output discarded (warnings only).
+pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)]) -> Killed {
     let mut cmd = Command::new(binary());
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null()).env("RUST_LOG", "warn");
     for (k, v) in env {

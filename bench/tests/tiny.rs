@@ -4,6 +4,8 @@
 async fn every_benchmark_runs_at_a_tiny_size() {
     let mut figures = vec![bench::fanout::run(300).await, bench::memory::run().await];
     figures.extend(bench::pickup::run(3).await);
+    figures.extend(bench::api::run(1).await);
+    figures.push(bench::orphans::run(3).await);
     let pages = bench::dashboard::run(1_000).await;
     assert_eq!(pages.len(), 11, "the overview and ten more pages");
     figures.extend(pages);

@@ -1,11 +1,14 @@
 //! A sandbox platform on a real port for a test, and its control surface over HTTP — the
 //! same calls a test in another process would make.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use jobs::{
-    Secret,
+    AccountId, Platform, Secret, Timestamp, Vault,
+    clients::{Clients, PlatformClient, tiktok},
     config::{InstagramConfig, PlatformCredentials, PlatformsConfig, TiktokConfig},
+    store::NewAccount,
+    vault::Aad,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -152,4 +155,47 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
 /// A query parameter of a redirect.
 pub fn param(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Creates `n` TikTok accounts in the sandbox (with `posts` videos each), connects each
+/// (consent + code exchange, 16 at a time), and stores them in `store` as the connect job
+/// would, tokens sealed by `vault`. Returns each account's id and platform user id.
+pub async fn connected_accounts_with(store: &jobs::Store, sb: &SandboxServer, vault: &Vault, n: usize, posts: usize) -> Vec<(AccountId, String)> {
+    let clients = Arc::new(Clients::new(&sb.platforms(Duration::from_secs(10))));
+    let gate = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (clients, gate, store, vault) = (clients.clone(), gate.clone(), store.clone(), vault.clone());
+        let admin = SandboxServer::remote(&sb.url);
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            let acct = admin.admin(reqwest::Method::POST, "accounts", json!({ "platform": "tiktok", "username": format!("fleet{i}"), "posts": posts })).await;
+            let puid = acct["id"].as_str().unwrap().to_owned();
+            let verifier = tiktok::pkce_verifier();
+            let url = clients.tiktok.authorization_url("s", Some(&tiktok::pkce_challenge(&verifier)));
+            let redirect = admin.consent(&url, &puid, true).await;
+            let code = jobs::Secret::new(param(&redirect, "code").unwrap());
+            let grant = clients.tiktok.exchange_code(&code, Some(&verifier)).await.unwrap();
+            let now = Timestamp::now();
+            let aad = |f| Aad::account(Platform::Tiktok, &puid, f);
+            let new = NewAccount {
+                user_id: format!("user{i}"),
+                platform: Platform::Tiktok,
+                platform_user_id: puid.clone(),
+                username: format!("fleet{i}"),
+                display_name: None,
+                scopes: grant.scopes.clone(),
+                access_token: vault.seal(&aad("access_token"), &grant.access_token),
+                refresh_token: grant.refresh_token.as_ref().map(|r| vault.seal(&aad("refresh_token"), r)),
+                access_expires_at: now.plus(grant.expires_in),
+                refresh_expires_at: None,
+                next_refresh_at: None,
+            };
+            let a = store.upsert_account(&new, now).await.unwrap();
+            (i, a.id, puid)
+        });
+    }
+    let mut out: Vec<(usize, AccountId, String)> = tasks.join_all().await;
+    out.sort_by_key(|(i, ..)| *i);
+    out.into_iter().map(|(_, id, puid)| (id, puid)).collect()
 }

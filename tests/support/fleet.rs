@@ -1,66 +1,18 @@
 //! Several `socialsync worker` processes on one PostgreSQL, against a sandbox platform, with
 //! accounts connected the way the connect job would store them.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use jobs::{
-    AccountId, Platform, Timestamp, Vault, VaultKey,
-    clients::{Clients, PlatformClient, tiktok},
-    store::{NewAccount, Pool},
-    vault::Aad,
-};
-use serde_json::json;
-use testkit::{
-    TestDb,
-    platform::{SandboxServer, param},
-};
+use jobs::{AccountId, Vault, VaultKey, store::Pool};
+use testkit::{TestDb, platform::SandboxServer};
 
 use super::Proc;
 
-/// Creates `n` TikTok accounts in the sandbox (with `posts` videos each), connects each
-/// (consent + code exchange, 16 at a time), and stores them as the connect job would.
-pub async fn connected_accounts(db: &TestDb, sb: &SandboxServer, vault: &Vault, n: usize) -> Vec<(AccountId, String)> {
-    connected_accounts_with(db, sb, vault, n, 5).await
-}
+pub use testkit::platform::connected_accounts_with;
 
-pub async fn connected_accounts_with(db: &TestDb, sb: &SandboxServer, vault: &Vault, n: usize, posts: usize) -> Vec<(AccountId, String)> {
-    let clients = Arc::new(Clients::new(&sb.platforms(Duration::from_secs(10))));
-    let gate = Arc::new(tokio::sync::Semaphore::new(16));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let (clients, gate, store, vault) = (clients.clone(), gate.clone(), db.store.clone(), vault.clone());
-        let admin = SandboxServer::remote(&sb.url);
-        tasks.spawn(async move {
-            let _permit = gate.acquire().await.unwrap();
-            let acct = admin.admin(reqwest::Method::POST, "accounts", json!({ "platform": "tiktok", "username": format!("fleet{i}"), "posts": posts })).await;
-            let puid = acct["id"].as_str().unwrap().to_owned();
-            let verifier = tiktok::pkce_verifier();
-            let url = clients.tiktok.authorization_url("s", Some(&tiktok::pkce_challenge(&verifier)));
-            let redirect = admin.consent(&url, &puid, true).await;
-            let code = jobs::Secret::new(param(&redirect, "code").unwrap());
-            let grant = clients.tiktok.exchange_code(&code, Some(&verifier)).await.unwrap();
-            let now = Timestamp::now();
-            let aad = |f| Aad::account(Platform::Tiktok, &puid, f);
-            let new = NewAccount {
-                user_id: format!("user{i}"),
-                platform: Platform::Tiktok,
-                platform_user_id: puid.clone(),
-                username: format!("fleet{i}"),
-                display_name: None,
-                scopes: grant.scopes.clone(),
-                access_token: vault.seal(&aad("access_token"), &grant.access_token),
-                refresh_token: grant.refresh_token.as_ref().map(|r| vault.seal(&aad("refresh_token"), r)),
-                access_expires_at: now.plus(grant.expires_in),
-                refresh_expires_at: None,
-                next_refresh_at: None,
-            };
-            let a = store.upsert_account(&new, now).await.unwrap();
-            (i, a.id, puid)
-        });
-    }
-    let mut out: Vec<(usize, AccountId, String)> = tasks.join_all().await;
-    out.sort_by_key(|(i, ..)| *i);
-    out.into_iter().map(|(_, id, puid)| (id, puid)).collect()
+/// `n` connected TikTok accounts with 5 videos each; see [`connected_accounts_with`].
+pub async fn connected_accounts(db: &TestDb, sb: &SandboxServer, vault: &Vault, n: usize) -> Vec<(AccountId, String)> {
+    connected_accounts_with(&db.store, sb, vault, n, 5).await
 }
 
 /// Each test here runs several worker processes and a PostgreSQL load on a 2-core machine;
