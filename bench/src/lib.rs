@@ -8,6 +8,7 @@
 //! - [`dashboard`]: page times with N jobs in the queue table; baseline `SELECT count(*)`.
 //! - [`memory`]: an idle worker's resident memory; baseline the same binary serving the sandbox.
 //! - [`orphans`]: SIGKILL a worker running N syncs, until all run elsewhere; baseline starting N fresh.
+//! - [`pacing`]: 3 workers × 16 syncing against the sandbox at 50 ms spacing; baseline the bound.
 //! - [`api`]: requests per second and latency of the status read and sync request under `wrk`;
 //!   baseline `GET /healthz` on the same process.
 
@@ -22,6 +23,7 @@ pub mod dashboard;
 pub mod fanout;
 pub mod memory;
 pub mod orphans;
+pub mod pacing;
 pub mod pickup;
 
 /// One measured figure and the baseline it is read against, in one unit.

@@ -23,6 +23,7 @@ enum Which {
     Memory,
     Api,
     Orphans,
+    Pacing,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,6 +51,11 @@ async fn main() {
     }
     if want(Which::Orphans) {
         println!("{}", bench::orphans::run(if full { 50 } else { 3 }).await.row());
+    }
+    if want(Which::Pacing) {
+        for f in bench::pacing::run(if full { 2000 } else { 10 }).await {
+            println!("{}", f.row());
+        }
     }
     if want(Which::Api) {
         for f in bench::api::run(if full { 10 } else { 1 }).await {
