@@ -133,17 +133,27 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
             error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))
         })?;
         req.set_body(body);
-        if let Some(policy) = cfg.policies.get("auth") {
-            if let Some(locked) = limits::over(&state.store, "auth", policy, &ip, now).await? {
-                return Err(locked.error());
+        // The lockout check and the general count are independent round trips: sent together.
+        // (A locked-out address's requests still count against its general budget.)
+        let locked = async {
+            match cfg.policies.get("auth") {
+                Some(policy) => limits::over(&state.store, "auth", policy, &ip, now).await,
+                None => Ok(None),
             }
+        };
+        let counted = async {
+            match cfg.policies.get("general") {
+                Some(policy) => limits::hit(&state.store, "general", policy, &ip, now).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (locked, counted) = tokio::join!(locked, counted);
+        if let Some(locked) = locked? {
+            return Err(locked.error());
         }
-        match cfg.policies.get("general") {
-            Some(policy) => {
-                let d = limits::hit(&state.store, "general", policy, &ip, now).await?;
-                if d.allowed { Ok(Some(d)) } else { Err(d.error()) }
-            }
-            None => Ok(None),
+        match counted? {
+            Some(d) if !d.allowed => Err(d.error()),
+            d => Ok(d),
         }
     };
     let general = match checks.await {
