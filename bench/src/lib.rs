@@ -7,6 +7,8 @@
 //! - [`pickup`]: enqueue → handler start with idle workers; baseline a LISTEN/NOTIFY round trip.
 //! - [`dashboard`]: page times with N jobs in the queue table; baseline `SELECT count(*)`.
 //! - [`memory`]: an idle worker's resident memory; baseline the same binary serving the sandbox.
+//! - [`throughput`]: N no-op jobs enqueued and processed at concurrency C; baselines bare
+//!   apalis-postgres, default and with claim batch 100.
 //! - [`orphans`]: SIGKILL a worker running N syncs, until all run elsewhere; baseline starting N fresh.
 //! - [`pacing`]: 3 workers × 16 syncing against the sandbox at 50 ms spacing; baseline the bound.
 //! - [`api`]: requests per second and latency of the status read and sync request under `wrk`;
@@ -24,6 +26,7 @@ pub mod fanout;
 pub mod memory;
 pub mod orphans;
 pub mod pacing;
+pub mod throughput;
 pub mod pickup;
 
 /// One measured figure and the baseline it is read against, in one unit.

@@ -24,18 +24,21 @@ enum Which {
     Api,
     Orphans,
     Pacing,
+    Throughput,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Size {
     Tiny,
     Full,
+    /// `full`, and the throughput benchmark with 200 000 jobs too (half an hour and more).
+    Huge,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
-    let full = args.size == Size::Full;
+    let full = args.size != Size::Tiny;
     println!("{}", bench::HEADER);
     let want = |w: Which| args.which == Which::All || args.which == w;
     if want(Which::Fanout) {
@@ -51,6 +54,16 @@ async fn main() {
     }
     if want(Which::Orphans) {
         println!("{}", bench::orphans::run(if full { 50 } else { 3 }).await.row());
+    }
+    if want(Which::Throughput) {
+        let (sizes, concurrencies): (&[usize], &[usize]) = match args.size {
+            Size::Tiny => (&[200], &[4]),
+            Size::Full => (&[20_000], &[1, 16, 64]),
+            Size::Huge => (&[20_000, 200_000], &[1, 16, 64]),
+        };
+        for f in bench::throughput::run(sizes, concurrencies).await {
+            println!("{}", f.row());
+        }
     }
     if want(Which::Pacing) {
         for f in bench::pacing::run(if full { 2000 } else { 10 }).await {
