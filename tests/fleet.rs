@@ -1,5 +1,5 @@
 //! Several `socialsync worker` processes on one PostgreSQL, against the sandbox: pacing as the
-//! platform sees it, and a graceful stop. (Crashes, cron, outages: tests/reliability.rs.)
+//! platform sees it, and a graceful stop. (Crashes, cron, outages: tests/reliability/.)
 
 mod support;
 
