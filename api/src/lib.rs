@@ -118,6 +118,30 @@ async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response
     Ok(resp)
 }
 
+/// What a refused body may still send before the connection is closed on it.
+const DRAIN_CAP: u64 = 8 << 20;
+const DRAIN_FOR: Duration = Duration::from_secs(2);
+
+/// The body, if it is at most `max` bytes. A larger one (declared or streamed) is refused, but
+/// only after reading and dropping what the client is still sending, up to `DRAIN_CAP` bytes or
+/// `DRAIN_FOR`: a server that answers 413 and closes with the body unread resets the
+/// connection, and the client, still writing, sees a broken pipe instead of the answer (the
+/// "lingering close" web servers do for the same reason).
+async fn read_body(body: poem::Body, declared: Option<usize>, max: usize) -> Result<poem::Body, ()> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = body.into_async_read();
+    if declared.is_none_or(|len| len <= max) {
+        let mut buf = Vec::new();
+        (&mut reader).take(max as u64 + 1).read_to_end(&mut buf).await.map_err(|_| ())?;
+        if buf.len() <= max {
+            return Ok(buf.into());
+        }
+    }
+    let (mut rest, mut sink) = (reader.take(DRAIN_CAP), tokio::io::sink());
+    let _ = tokio::time::timeout(DRAIN_FOR, tokio::io::copy(&mut rest, &mut sink)).await;
+    Err(())
+}
+
 async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let state = req.data::<ApiState>().expect("the app attaches its state").clone();
     let cfg = &state.config;
@@ -125,13 +149,10 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
         .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let now = Timestamp::now();
     let checks = async {
-        let too_large = req.header("content-length").and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l > cfg.max_body_bytes);
-        if too_large {
-            return Err(error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)));
-        }
-        let body = req.take_body().into_bytes_limit(cfg.max_body_bytes).await.map_err(|_| {
-            error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))
-        })?;
+        let declared = req.header("content-length").and_then(|l| l.parse::<usize>().ok());
+        let body = read_body(req.take_body(), declared, cfg.max_body_bytes)
+            .await
+            .map_err(|()| error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)))?;
         req.set_body(body);
         // The lockout check and the general count are independent round trips: sent together.
         // (A locked-out address's requests still count against its general budget.)

@@ -285,6 +285,35 @@ async fn bad_requests_get_json_errors_never_a_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_their_413_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let path = "/api/v1/limits/chat/consume";
+    // Far more than the socket buffers hold: refused on its declared length, the body must still
+    // be read off the connection, or the client gets a reset while writing instead of the answer.
+    let big = "x".repeat(6 << 20);
+    for attempt in 1..=10 {
+        let resp = app.http.post(format!("{}{path}", app.url)).header("x-service-token", "service-token").header("content-type", "application/json").body(big.clone()).send().await;
+        let resp = resp.unwrap_or_else(|e| panic!("attempt {attempt}: {e:?}"));
+        assert_eq!(resp.status(), 413, "attempt {attempt}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "PAYLOAD_TOO_LARGE");
+    }
+    // A body without a declared length is cut at the limit the same way.
+    let mut conn = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://")).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\nx-service-token: service-token\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, "x".repeat(64 << 10));
+    for _ in 0..16 {
+        conn.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    conn.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sixth_failed_authentication_is_limited_and_two_servers_share_the_count() {
     let db = Arc::new(TestDb::new(testkit::Backend::Postgres).await);
     let policies = |c: &mut ApiConfig| c.policies = Policies::with_overrides("general=10000/15m").unwrap();
