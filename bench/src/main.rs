@@ -50,7 +50,9 @@ async fn main() {
         }
     }
     if want(Which::Memory) {
-        println!("{}", bench::memory::run().await.row());
+        for f in bench::memory::run(if full { 20_000 } else { 200 }).await {
+            println!("{}", f.row());
+        }
     }
     if want(Which::Orphans) {
         println!("{}", bench::orphans::run(if full { 50 } else { 3 }).await.row());

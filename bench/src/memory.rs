@@ -2,6 +2,10 @@
 //! production settings), read from `/proc` once it has reported its first heartbeat and
 //! settled. Baseline: the same binary running only the sandbox (`socialsync sandbox`): the
 //! floor of the runtime, TLS and HTTP stacks without pools, queues or cron.
+//!
+//! Under load: the same worker process draining a queue of no-op jobs (syncs of accounts that
+//! do not exist) at sync concurrency 64, its resident set sampled every 50 ms; the peak beside
+//! the idle figure.
 
 use std::{
     path::PathBuf,
@@ -56,30 +60,65 @@ pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)]) -> Killed {
 /// Settling time after start-up, so lazily grown buffers are counted.
 const SETTLE: Duration = Duration::from_secs(3);
 
-pub async fn run() -> Figure {
-    let (db, store, _pool) = crate::database().await;
+/// A `socialsync worker` on `db`, once it has reported its first heartbeat.
+async fn worker(db: &testkit::TestDb, store: &jobs::Store, extra: &[(&str, &str)]) -> Killed {
     let key = jobs::VaultKey::generate();
-    let worker = spawn(&["worker"], &[("DATABASE_URL", db.url.as_str()), ("ENCRYPTION_KEY", key.expose().as_str()), ("METRICS_ADDR", "127.0.0.1:0")]);
+    let mut env = vec![("DATABASE_URL", db.url.as_str()), ("ENCRYPTION_KEY", key.expose().as_str()), ("METRICS_ADDR", "127.0.0.1:0")];
+    env.extend_from_slice(extra);
+    let worker = spawn(&["worker"], &env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.worker_processes(jobs::Timestamp::now()).await.expect("readable").is_empty() {
         assert!(Instant::now() < deadline, "the worker never reported a heartbeat");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    worker
+}
+
+/// Idle RSS, then the peak RSS while draining `n` no-op jobs (with the rate it drained them).
+pub async fn run(n: usize) -> Vec<Figure> {
+    let (db, store, pool) = crate::database().await;
+    let idle = worker(&db, &store, &[]).await;
     tokio::time::sleep(SETTLE).await;
-    let worker_kib = rss_kib(&worker.0);
-    drop(worker);
+    let worker_kib = rss_kib(&idle.0);
+    drop(idle);
+
+    let jobs: Vec<_> = (0..n).map(|i| jobs::sync::job(jobs::AccountId(10_000_000 + i as i64), jobs::sync::SyncReason::Manual, jobs::Timestamp::now())).collect();
+    for chunk in jobs.chunks(1000) {
+        store.enqueue_many(chunk).await.expect("enqueued");
+    }
+    let busy = worker(&db, &store, &[("SYNC_CONCURRENCY", "64")]).await;
+    let (started, mut peak_kib) = (Instant::now(), 0);
+    let deadline = started + Duration::from_secs(60 + n as u64 / 20);
+    let done = || sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'sync' AND status = 'Done'").fetch_one(&pool);
+    while done().await.expect("the queue is readable") < n as i64 {
+        assert!(Instant::now() < deadline, "{n} jobs not drained in time");
+        peak_kib = peak_kib.max(rss_kib(&busy.0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    drop(busy);
 
     let sandbox = spawn(&["sandbox", "--port", "0"], &[]);
     tokio::time::sleep(SETTLE).await;
     let sandbox_kib = rss_kib(&sandbox.0);
     drop(sandbox);
     drop(db);
-    Figure {
-        name: "idle worker process, resident memory".into(),
-        value: worker_kib as f64 / 1024.0,
-        baseline_name: "the same binary serving only the sandbox".into(),
-        baseline: sandbox_kib as f64 / 1024.0,
-        unit: "MiB",
-        target: "< 50 MB".into(),
-    }
+    vec![
+        Figure {
+            name: "idle worker process, resident memory".into(),
+            value: worker_kib as f64 / 1024.0,
+            baseline_name: "the same binary serving only the sandbox".into(),
+            baseline: sandbox_kib as f64 / 1024.0,
+            unit: "MiB",
+            target: "< 50 MB".into(),
+        },
+        Figure {
+            name: format!("worker process draining {n} no-op jobs at concurrency 64 ({:.0} jobs/s), peak resident memory", n as f64 / took.as_secs_f64()),
+            value: peak_kib as f64 / 1024.0,
+            baseline_name: "the same process idle".into(),
+            baseline: worker_kib as f64 / 1024.0,
+            unit: "MiB",
+            target: String::new(),
+        },
+    ]
 }

@@ -39,14 +39,14 @@ pub async fn run(cx: &JobContext, schedule: &str, chunk: u32) -> Option<Result<u
 /// Enqueues the refresh sweep; returns how many jobs it created.
 pub async fn refresh_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
     let (store, now) = (&cx.store, cx.now());
-    let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
-    loop {
-        let due = store.accounts_due_for_refresh(now.plus(REFRESH_HORIZON), now.plus(PLAN_WINDOW), after, chunk).await?;
-        let Some(last) = due.last() else { break };
-        after = last.0;
+    let page = |after| store.accounts_due_for_refresh(now.plus(REFRESH_HORIZON), now.plus(PLAN_WINDOW), after, chunk);
+    let (mut due, mut created, mut seen) = (page(AccountId(0)).await?, 0u64, 0u64);
+    while let Some(last) = due.last() {
         seen += due.len() as u64;
         let jobs: Vec<_> = due.iter().map(|(id, planned)| refresh::job(*id, cx.real(planned.unwrap_or(now).max(now)), now)).collect();
-        created += store.enqueue_many(&jobs).await?;
+        // The next page (later accounts than this write touches) is read while this one is written.
+        let (enqueued, next) = tokio::join!(store.enqueue_many(&jobs), page(last.0));
+        (created, due) = (created + enqueued?, next?);
         tracing::info!(target: "token_refresh", enqueued = created, scanned = seen, "refresh sweep progress");
     }
     Ok(created)
@@ -55,16 +55,14 @@ pub async fn refresh_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
 /// Enqueues the sync sweep; returns how many jobs it created.
 pub async fn sync_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
     let (store, settings, now) = (&cx.store, &cx.settings, cx.now());
-    let (mut after, mut created, mut seen) = (AccountId(0), 0u64, 0u64);
+    let page = |after| store.accounts_stale_for_sync(now.minus(SYNC_STALE_AFTER), after, chunk);
+    let (mut rows, mut created, mut seen) = (page(AccountId(0)).await?, 0u64, 0u64);
     // Where each platform's spread continues; it starts where the gate stands.
     let mut next: HashMap<Platform, Timestamp> = HashMap::new();
-    loop {
-        let rows = store.accounts_stale_for_sync(now.minus(SYNC_STALE_AFTER), after, chunk).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.0;
+    while let Some(&(last, _)) = rows.last() {
         seen += rows.len() as u64;
         let mut by_platform: HashMap<Platform, Vec<AccountId>> = HashMap::new();
-        for (id, platform) in rows {
+        for (id, platform) in std::mem::take(&mut rows) {
             by_platform.entry(platform).or_default().push(id);
         }
         let mut jobs = Vec::new();
@@ -80,7 +78,9 @@ pub async fn sync_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
             }
             next.insert(platform, start.plus(spacing * ids.len() as u32));
         }
-        created += store.enqueue_many(&jobs).await?;
+        // The next page (later accounts than this write touches) is read while this one is written.
+        let (enqueued, following) = tokio::join!(store.enqueue_many(&jobs), page(last));
+        (created, rows) = (created + enqueued?, following?);
         tracing::info!(target: "data_sync", enqueued = created, scanned = seen, "sync sweep progress");
     }
     Ok(created)
