@@ -154,25 +154,21 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
             .await
             .map_err(|()| error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)))?;
         req.set_body(body);
-        // The lockout check and the general count are independent round trips: sent together.
+        // The lockout check and the general count, in one round trip when both apply.
         // (A locked-out address's requests still count against its general budget.)
-        let locked = async {
-            match cfg.policies.get("auth") {
-                Some(policy) => limits::over(&state.store, "auth", policy, &ip, now).await,
-                None => Ok(None),
+        let (locked, counted) = match (cfg.policies.get("auth"), cfg.policies.get("general")) {
+            (Some(auth), Some(general)) => {
+                let (counted, locked) = limits::hit_and_check(&state.store, ("general", general), ("auth", auth), &ip, now).await?;
+                (locked, Some(counted))
             }
+            (Some(auth), None) => (limits::over(&state.store, "auth", auth, &ip, now).await?, None),
+            (None, Some(general)) => (None, Some(limits::hit(&state.store, "general", general, &ip, now).await?)),
+            (None, None) => (None, None),
         };
-        let counted = async {
-            match cfg.policies.get("general") {
-                Some(policy) => limits::hit(&state.store, "general", policy, &ip, now).await.map(Some),
-                None => Ok(None),
-            }
-        };
-        let (locked, counted) = tokio::join!(locked, counted);
-        if let Some(locked) = locked? {
+        if let Some(locked) = locked {
             return Err(locked.error());
         }
-        match counted? {
+        match counted {
             Some(d) if !d.allowed => Err(d.error()),
             d => Ok(d),
         }

@@ -176,6 +176,23 @@ pub async fn over(store: &Store, name: &str, policy: Policy, subject: &str, now:
     Ok((!d.allowed).then_some(d))
 }
 
+/// [`hit`] under `policy` and [`over`] under `lockout` for the same subject, in one round trip.
+pub async fn hit_and_check(
+    store: &Store,
+    (name, policy): (&str, Policy),
+    (lockout_name, lockout): (&str, Policy),
+    subject: &str,
+    now: Timestamp,
+) -> Result<(Decision, Option<Decision>), ApiError> {
+    let (current_start, previous_start, expires) = windows(policy, now);
+    let (lockout_start, lockout_previous, _) = windows(lockout, now);
+    let ((current, previous), (locked_current, locked_previous)) = store
+        .hit_rate_limit_reading(&format!("{name}:{subject}"), current_start, previous_start, expires, &format!("{lockout_name}:{subject}"), (lockout_start, lockout_previous))
+        .await?;
+    let locked = decide(lockout, now, locked_previous, locked_current + 1);
+    Ok((decide(policy, now, previous, current), (!locked.allowed).then_some(locked)))
+}
+
 /// The client's address: the socket's peer, unless that peer is a trusted proxy; then the
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
 pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {

@@ -12,6 +12,12 @@ struct Args {
     /// `full` is what BENCHMARKS.md reports; `tiny` only checks that everything still runs.
     #[arg(long, value_enum, default_value = "full")]
     size: Size,
+    /// Throughput only: this many jobs instead of the size's.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Throughput only: this concurrency instead of 1, 16 and 64.
+    #[arg(long)]
+    concurrency: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +69,9 @@ async fn main() {
             Size::Full => (&[20_000], &[1, 16, 64]),
             Size::Huge => (&[20_000, 200_000], &[1, 16, 64]),
         };
+        let (jobs, concurrency) = (args.jobs.map(|n| [n]), args.concurrency.map(|c| [c]));
+        let sizes = jobs.as_ref().map_or(sizes, |n| n.as_slice());
+        let concurrencies = concurrency.as_ref().map_or(concurrencies, |c| c.as_slice());
         for f in bench::throughput::run(sizes, concurrencies).await {
             println!("{}", f.row());
         }
