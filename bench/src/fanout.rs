@@ -20,6 +20,10 @@ pub async fn run(accounts: i64) -> Figure {
     .execute(&pool)
     .await
     .expect("accounts inserted");
+    // Statistics, as autovacuum would have gathered long before a nightly sweep. Without them
+    // the planner guesses a handful of stale accounts and answers each page with a scan of all
+    // of them and a sort (22 ms a page at 100 000 accounts, against 0.3 ms along the primary key).
+    sqlx::query("ANALYZE social_accounts").execute(&pool).await.expect("analyzed");
 
     let sandbox = testkit::platform::SandboxServer::start().await;
     let cx = testkit::job_context(&store, &sandbox.platforms(Duration::from_secs(5)));
