@@ -424,7 +424,7 @@ impl Settings {
                 dashboard::ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: self.cron_sync.clone() },
             ],
             timezone,
-            sweep_chunk: 1000,
+            sweep_chunk: jobs::sweeps::CHUNK,
             live_every: Duration::from_secs(2),
         })
     }

@@ -52,7 +52,7 @@ pub async fn run(jobs: i64) -> Vec<Figure> {
             ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: "0 3 * * *".into() },
         ],
         timezone: chrono_tz::Tz::UTC,
-        sweep_chunk: 1000,
+        sweep_chunk: jobs::sweeps::CHUNK,
         live_every: TICK,
     };
     let app = Route::new().nest(dashboard::BASE, dashboard::routes(Dashboard::new(cx, config, None))).boxed();

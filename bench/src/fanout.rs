@@ -1,5 +1,5 @@
 //! Sweep fan-out: the nightly data-sync sweep enqueueing one sync per stale account, with the
-//! production chunk (1 000 accounts a statement). Baseline: the same number of job rows
+//! production chunk (`jobs::sweeps::CHUNK` accounts a statement). Baseline: the same number of job rows
 //! written by one `INSERT … SELECT generate_series`, the floor for putting N rows in the table.
 
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub async fn run(accounts: i64) -> Figure {
     let sandbox = testkit::platform::SandboxServer::start().await;
     let cx = testkit::job_context(&store, &sandbox.platforms(Duration::from_secs(5)));
     let started = Instant::now();
-    let created = jobs::sweeps::sync_sweep(&cx, 1000).await.expect("the sweep runs");
+    let created = jobs::sweeps::sync_sweep(&cx, jobs::sweeps::CHUNK).await.expect("the sweep runs");
     let value = started.elapsed();
     assert_eq!(created, accounts as u64, "one sync per stale account");
 

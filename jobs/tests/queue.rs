@@ -42,12 +42,15 @@ both_backends! {
         assert_eq!(db.store.job_row(&first.id).await.unwrap().unwrap().run_at, Timestamp::from_secs(1_700_000_000));
     }
 
-    async fn enqueue_many_is_one_statement_and_skips_waiting_duplicates(db: TestDb) {
+    async fn enqueue_many_takes_a_sweep_page_and_skips_waiting_duplicates(db: TestDb) {
         let at = Timestamp::from_secs(1_900_000_000);
         db.store.enqueue(&job(Some("sync:1"), at)).await.unwrap();
-        let batch: Vec<_> = (0..500).map(|i| job(Some(&format!("sync:{}", i % 250)), at)).collect();
-        assert_eq!(db.store.enqueue_many(&batch).await.unwrap(), 249, "250 keys, one already waiting");
-        assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Pending".to_string(), 250)]);
+        // Two sweep pages' worth of distinct keys, each twice: more parameters than one SQLite
+        // statement may bind (32 766, six a row).
+        let keys = 2 * jobs::sweeps::CHUNK as usize;
+        let batch: Vec<_> = (0..2 * keys).map(|i| job(Some(&format!("sync:{}", i % keys)), at)).collect();
+        assert_eq!(db.store.enqueue_many(&batch).await.unwrap(), keys as u64 - 1, "one key already waiting");
+        assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Pending".to_string(), keys as i64)]);
         assert_eq!(db.store.enqueue_many(&[]).await.unwrap(), 0);
     }
 

@@ -28,7 +28,7 @@ impl Default for CronConfig {
             refresh_schedule: "0 2 * * *".into(),
             sync_schedule: "0 3 * * *".into(),
             timezone: Tz::UTC,
-            chunk: 1000,
+            chunk: jobs::sweeps::CHUNK,
             catch_up_within: Duration::from_secs(24 * 3600),
         }
     }

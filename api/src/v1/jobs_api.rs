@@ -7,9 +7,6 @@ use poem_openapi::{Object, OpenApi, param::{Path, Query}, payload::Json};
 use super::{Result, Tag, iso};
 use crate::{ApiState, auth::{Cron, User}, error::ApiError};
 
-/// Accounts read per statement by a sweep.
-const SWEEP_CHUNK: u32 = 1000;
-
 pub struct JobsApi(pub ApiState);
 
 #[derive(Object)]
@@ -103,7 +100,7 @@ impl JobsApi {
                 let job = cx.enqueue(refresh::job(AccountId(id), now, now)).await?;
                 Triggered { enqueued: job.created as u64, job_id: Some(job.id) }
             }
-            None => Triggered { enqueued: sweeps::refresh_sweep(cx, SWEEP_CHUNK).await?, job_id: None },
+            None => Triggered { enqueued: sweeps::refresh_sweep(cx, sweeps::CHUNK).await?, job_id: None },
         };
         tracing::info!(target: "token_refresh", enqueued = result.enqueued, account_id = ?account_id.0, "token refresh run by hand");
         Ok(Json(result))
@@ -121,7 +118,7 @@ impl JobsApi {
                 let job = cx.enqueue(sync::job(AccountId(id), SyncReason::Manual, cx.now())).await?;
                 Triggered { enqueued: job.created as u64, job_id: Some(job.id) }
             }
-            None => Triggered { enqueued: sweeps::sync_sweep(cx, SWEEP_CHUNK).await?, job_id: None },
+            None => Triggered { enqueued: sweeps::sync_sweep(cx, sweeps::CHUNK).await?, job_id: None },
         };
         tracing::info!(target: "data_sync", enqueued = result.enqueued, account_id = ?account_id.0, "data sync run by hand");
         Ok(Json(result))

@@ -134,24 +134,29 @@ impl Store {
                     .fetch_all(p)
                     .await?
             }
+            // A bound parameter per cell, in statements of at most 1 000 rows: SQLite takes
+            // at most 32 766 parameters a statement.
             super::Pool::Sqlite(p) => {
-                let (run_at, run_at_end) = ("(", " / 1000)");
-                let mut q = sqlx::QueryBuilder::new(head);
-                q.push_values(jobs.iter().zip(ids), |mut b, (job, id)| {
-                    b.push_bind(id.clone())
-                        .push_bind(job.queue)
-                        .push_bind(job.payload.to_string().into_bytes())
-                        .push("'Pending'")
-                        .push("0")
-                        .push_bind(job.max_attempts)
-                        .push(run_at)
-                        .push_bind_unseparated(job.run_at.millis())
-                        .push_unseparated(run_at_end)
-                        .push("0")
-                        .push_bind(job.dedup_key.clone());
-                });
-                q.push(tail);
-                q.build_query_scalar::<String>().fetch_all(p).await?
+                let mut stands = Vec::with_capacity(jobs.len());
+                for (jobs, ids) in jobs.chunks(1000).zip(ids.chunks(1000)) {
+                    let mut q = sqlx::QueryBuilder::new(&head);
+                    q.push_values(jobs.iter().zip(ids), |mut b, (job, id)| {
+                        b.push_bind(id.clone())
+                            .push_bind(job.queue)
+                            .push_bind(job.payload.to_string().into_bytes())
+                            .push("'Pending'")
+                            .push("0")
+                            .push_bind(job.max_attempts)
+                            .push("(")
+                            .push_bind_unseparated(job.run_at.millis())
+                            .push_unseparated(" / 1000)")
+                            .push("0")
+                            .push_bind(job.dedup_key.clone());
+                    });
+                    q.push(&tail);
+                    stands.extend(q.build_query_scalar::<String>().fetch_all(p).await?);
+                }
+                stands
             }
         };
         Ok(stands)
