@@ -1,6 +1,6 @@
 //! Sweep fan-out: the nightly data-sync sweep enqueueing one sync per stale account, with the
-//! production chunk (`jobs::sweeps::CHUNK` accounts a statement). Baseline: the same number of job rows
-//! written by one `INSERT … SELECT generate_series`, the floor for putting N rows in the table.
+//! production page (`jobs::sweeps::CHUNK` accounts a statement). Baseline: the same number of
+//! job rows written by one `INSERT … SELECT generate_series`, the floor for N rows in the table.
 
 use std::time::{Duration, Instant};
 
