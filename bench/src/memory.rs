@@ -89,8 +89,7 @@ pub async fn run(n: usize) -> Vec<Figure> {
     let busy = worker(&db, &store, &[("SYNC_CONCURRENCY", "64")]).await;
     let (started, mut peak_kib) = (Instant::now(), 0);
     let deadline = started + Duration::from_secs(60 + n as u64 / 20);
-    let done = || sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'sync' AND status = 'Done'").fetch_one(&pool);
-    while done().await.expect("the queue is readable") < n as i64 {
+    while crate::throughput::done(&pool, jobs::sync::KIND).await < n as i64 {
         assert!(Instant::now() < deadline, "{n} jobs not drained in time");
         peak_kib = peak_kib.max(rss_kib(&busy.0));
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -22,7 +22,8 @@ use sqlx::PgPool;
 
 use crate::Figure;
 
-async fn done(pool: &PgPool, queue: &str) -> i64 {
+/// How many jobs of `queue` are `Done`.
+pub(crate) async fn done(pool: &PgPool, queue: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
         .bind(queue)
         .fetch_one(pool)
