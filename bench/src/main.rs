@@ -18,6 +18,9 @@ struct Args {
     /// Throughput only: this concurrency instead of 1, 16 and 64.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Throughput only: bare apalis' handlers take this many milliseconds instead of none.
+    #[arg(long, default_value_t = 0)]
+    bare_handler_ms: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,7 +75,7 @@ async fn main() {
         let (jobs, concurrency) = (args.jobs.map(|n| [n]), args.concurrency.map(|c| [c]));
         let sizes = jobs.as_ref().map_or(sizes, |n| n.as_slice());
         let concurrencies = concurrency.as_ref().map_or(concurrencies, |c| c.as_slice());
-        for f in bench::throughput::run(sizes, concurrencies).await {
+        for f in bench::throughput::run(sizes, concurrencies, std::time::Duration::from_millis(args.bare_handler_ms)).await {
             println!("{}", f.row());
         }
     }

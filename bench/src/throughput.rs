@@ -4,7 +4,8 @@
 //! the jobs are syncs of accounts that do not exist, which end at once, so every per-job cost
 //! but the platform's is paid — the attempt's run record, its end, the queue's acknowledgement.
 //! Baselines in the same run: bare apalis-postgres with a no-op handler, with its default
-//! configuration and with the best found here (claim batch 100).
+//! configuration and with the best found here (claim batch 100, and no separate write marking a
+//! started job `Running`, as socialsync's own configuration).
 
 use std::{
     sync::{
@@ -40,20 +41,19 @@ async fn until_done(pool: &PgPool, queue: &str, n: usize) {
 }
 
 /// socialsync: (enqueue time, processing time) for `n` jobs at `concurrency`.
-async fn socialsync(n: usize, concurrency: usize, one_by_one: bool) -> (Duration, Duration) {
+async fn socialsync(n: usize, concurrency: usize) -> (Duration, Duration) {
     let (db, store, pool) = crate::database().await;
     let jobs: Vec<_> = (0..n).map(|i| sync::job(AccountId(10_000_000 + i as i64), sync::SyncReason::Manual, Timestamp::now())).collect();
     let t = Instant::now();
-    if one_by_one {
-        for j in &jobs {
-            store.enqueue(j).await.expect("enqueued");
-        }
-    } else {
-        for chunk in jobs.chunks(1000) {
-            store.enqueue_many(chunk).await.expect("enqueued");
-        }
+    for chunk in jobs.chunks(1000) {
+        store.enqueue_many(chunk).await.expect("enqueued");
     }
     let enqueued = t.elapsed();
+    // The worker gets a pool of its own, of production's size (`DATABASE_MAX_CONNECTIONS`
+    // defaults to 10; the test store's pool has 5).
+    let mut db_config = testkit::db_config(&db.url);
+    db_config.max_connections = 10;
+    let store = jobs::store::Store::connect(&db_config).await.expect("the benchmark database accepts connections");
     let sandbox = testkit::platform::SandboxServer::start().await;
     let mut cx = testkit::job_context(&store, &sandbox.platforms(Duration::from_secs(5)));
     cx.worker = worker::process_name();
@@ -70,28 +70,36 @@ async fn socialsync(n: usize, concurrency: usize, one_by_one: bool) -> (Duration
     (enqueued, processed)
 }
 
-/// Bare apalis-postgres: (enqueue time, processing time), claim batch `batch` (None: default).
-async fn bare(n: usize, concurrency: usize, batch: Option<usize>, one_by_one: bool) -> (Duration, Duration) {
+/// A configuration of bare apalis-postgres.
+#[derive(Clone, Copy)]
+struct Bare {
+    /// Claim batch (None: the default, 10).
+    batch: Option<usize>,
+    /// Whether a started job is marked `Running` in a write of its own (the default).
+    lock_tasks: bool,
+    /// How long the handler takes (zero: it returns at once).
+    handler_wait: Duration,
+}
+
+const DEFAULT: Bare = Bare { batch: None, lock_tasks: true, handler_wait: Duration::ZERO };
+const BEST: Bare = Bare { batch: Some(100), lock_tasks: false, handler_wait: Duration::ZERO };
+
+/// Bare apalis-postgres: (enqueue time, processing time).
+async fn bare(n: usize, concurrency: usize, bare: Bare) -> (Duration, Duration) {
     let (db, _store, pool) = crate::database().await;
     let queue = "bench-bare";
-    let mut config = apalis_postgres::Config::default().queue(queue);
-    if let Some(b) = batch {
+    let mut config = apalis_postgres::Config::default().queue(queue).lock_tasks(bare.lock_tasks);
+    if let Some(b) = bare.batch {
         config = config.batch_size(b);
     }
     let mut storage = PostgresStorage::<Value>::new(&pool).with_config(config);
     let t = Instant::now();
-    if one_by_one {
-        for i in 0..n {
-            storage.push(json!(i)).await.expect("pushed");
-        }
-    } else {
-        for start in (0..n).step_by(1000) {
-            storage.push_bulk((start..n.min(start + 1000)).map(|i| json!(i)).collect()).await.expect("pushed");
-        }
+    for start in (0..n).step_by(1000) {
+        storage.push_bulk((start..n.min(start + 1000)).map(|i| json!(i)).collect()).await.expect("pushed");
     }
     let enqueued = t.elapsed();
     let handled = Arc::new(AtomicUsize::new(0));
-    let counter = handled.clone();
+    let (counter, handler_wait) = (handled.clone(), bare.handler_wait);
     let worker = WorkerBuilder::new("bench-bare")
         .backend(storage)
         .concurrency(concurrency)
@@ -99,6 +107,9 @@ async fn bare(n: usize, concurrency: usize, batch: Option<usize>, one_by_one: bo
             let counter = counter.clone();
             async move {
                 counter.fetch_add(1, Ordering::Relaxed);
+                if !handler_wait.is_zero() {
+                    tokio::time::sleep(handler_wait).await;
+                }
                 Ok::<(), BoxDynError>(())
             }
         });
@@ -115,18 +126,26 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
-pub async fn run(sizes: &[usize], concurrencies: &[usize]) -> Vec<Figure> {
+/// `bare_handler_wait`: how long bare apalis' handlers take (zero for no-op handlers, as
+/// BENCHMARKS.md's table); a few milliseconds show what apalis' fetch loop does with jobs that
+/// take time, as socialsync's attempts do (their run records, the account read).
+pub async fn run(sizes: &[usize], concurrencies: &[usize], bare_handler_wait: Duration) -> Vec<Figure> {
     let mut figures = vec![];
     for &n in sizes {
         for &c in concurrencies {
-            let (enq, ours) = socialsync(n, c, false).await;
-            let (bare_enq, bare_default) = bare(n, c, None, false).await;
-            let (_, bare_best) = bare(n, c, Some(100), false).await;
-            for (baseline_name, baseline) in [("bare apalis-postgres, default configuration", bare_default), ("bare apalis-postgres, claim batch 100", bare_best)] {
+            let (enq, ours) = socialsync(n, c).await;
+            let wait = |b: Bare| Bare { handler_wait: bare_handler_wait, ..b };
+            let (bare_enq, bare_default) = bare(n, c, wait(DEFAULT)).await;
+            let (_, bare_best) = bare(n, c, wait(BEST)).await;
+            let handlers = if bare_handler_wait.is_zero() { String::new() } else { format!(", handlers taking {} ms", bare_handler_wait.as_millis()) };
+            for (baseline_name, baseline) in [
+                (format!("bare apalis-postgres, default configuration{handlers}"), bare_default),
+                (format!("bare apalis-postgres, claim batch 100, no Running write{handlers}"), bare_best),
+            ] {
                 figures.push(Figure {
                     name: format!("throughput, {n} no-op jobs, concurrency {c}"),
                     value: rate(n, ours),
-                    baseline_name: baseline_name.into(),
+                    baseline_name,
                     baseline: rate(n, baseline),
                     unit: "jobs/s",
                     target: "≥ 20 000 jobs/s".into(),

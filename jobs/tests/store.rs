@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobs::{
     AccountId, AccountStatus, Platform, Secret, Timestamp, Vault, VaultKey,
-    store::{JobOutcome, JobRunStart, NewAccount, NewNotification, NewOAuthState, Post, RefreshedTokens, Snapshot},
+    store::{JobOutcome, JobRunEnd, JobRunStart, NewAccount, NewNotification, NewOAuthState, Post, RefreshedTokens, Snapshot},
     vault::Aad,
 };
 use testkit::both_backends;
@@ -352,5 +352,36 @@ both_backends! {
         assert_eq!((runs[0].attempt, runs[0].outcome, runs[0].error_class.as_deref()), (1, Some(JobOutcome::Retrying), Some("transient")));
         assert_eq!((runs[1].attempt, runs[1].outcome), (2, Some(JobOutcome::Succeeded)));
         assert_eq!(runs[1].finished_at, Some(T0.plus(Duration::from_secs(6))));
+    }
+
+    async fn job_runs_written_in_groups_keep_each_run_apart(db: TestDb) {
+        // Another writer's run in between: the group's ids must still be its own, in order.
+        let lone = db.store.start_job_run(&JobRunStart { queue: "sync", job_id: "01OTHER", account_id: None, attempt: 1, worker: "w2" }, T0).await.unwrap();
+        let jobs = ["01C", "01A", "01B", "01A"];
+        let starts: Vec<_> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| (JobRunStart { queue: "sync", job_id: job, account_id: Some(AccountId(i as i64)), attempt: i as i32 + 1, worker: "w1" }, T0.plus(Duration::from_secs(i as u64))))
+            .collect();
+        let ids = db.store.start_job_runs(&starts).await.unwrap();
+        assert_eq!(ids.len(), 4);
+        assert!(!ids.contains(&lone));
+        let outcomes = [JobOutcome::Succeeded, JobOutcome::Retrying, JobOutcome::Dead, JobOutcome::Deferred];
+        let ends: Vec<_> = ids
+            .iter()
+            .zip(outcomes)
+            .enumerate()
+            .map(|(i, (id, outcome))| JobRunEnd { id: *id, outcome, error_class: Some(format!("class{i}")), error: None, at: T0.plus(Duration::from_secs(10 + i as u64)) })
+            .collect();
+        db.store.finish_job_runs(&ends).await.unwrap();
+        for (i, job) in jobs.iter().enumerate() {
+            let run = db.store.job_runs(job).await.unwrap().into_iter().find(|r| r.attempt == i as i32 + 1).expect("recorded");
+            assert_eq!(run.account_id, Some(AccountId(i as i64)), "{job} attempt {}", i + 1);
+            assert_eq!(run.started_at, T0.plus(Duration::from_secs(i as u64)));
+            assert_eq!((run.outcome, run.error_class.as_deref()), (Some(outcomes[i]), Some(format!("class{i}").as_str())));
+            assert_eq!(run.finished_at, Some(T0.plus(Duration::from_secs(10 + i as u64))));
+        }
+        let other = db.store.job_runs("01OTHER").await.unwrap();
+        assert_eq!((other.len(), other[0].finished_at), (1, None), "a run outside the group is untouched");
     }
 }

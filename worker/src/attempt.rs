@@ -7,7 +7,7 @@ use jobs::{
     AccountId, connect,
     job::{JobContext, JobError, Outcome, backoff},
     notify, refresh,
-    store::{AttemptEnd, JobOutcome, JobRunStart},
+    store::{AttemptEnd, JobOutcome, JobRunEnd},
     sync,
 };
 use serde_json::Value;
@@ -23,6 +23,8 @@ pub struct QueueRuntime {
     pub retry_cap: Duration,
     /// The longest an attempt may run.
     pub timeout: Duration,
+    /// The process's run-record writer, shared by its queues.
+    pub runs: crate::run_log::RunLog,
 }
 
 /// The attempt limit of each queue.
@@ -60,8 +62,8 @@ pub async fn run(rt: Arc<QueueRuntime>, job_id: String, attempt: i32, args: Valu
 async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: Option<AccountId>, args: Value) -> Result<(), String> {
     let cx = &rt.cx;
     let began = std::time::Instant::now();
-    let start = JobRunStart { queue: rt.kind, job_id, account_id, attempt, worker: &cx.worker };
-    let run_id = cx.store.start_job_run(&start, cx.now()).await.map_err(|e| e.to_string())?;
+    let start = crate::run_log::RunStart { queue: rt.kind, job_id: job_id.to_owned(), account_id, attempt, worker: cx.worker.clone(), at: cx.now() };
+    let run_id = rt.runs.start(start).await?;
 
     let result = match tokio::time::timeout(rt.timeout, dispatch(rt.kind, args, cx)).await {
         Ok(r) => r,
@@ -109,17 +111,7 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
             tracing::warn!("the job was rescued from this worker meanwhile; its end is not recorded");
         }
     }
-    let outcome_label = match outcome {
-        JobOutcome::Succeeded => "succeeded",
-        JobOutcome::Retrying => "retrying",
-        JobOutcome::Dead => "dead",
-        JobOutcome::Deferred => "deferred",
-    };
-    metrics::counter!("socialsync_job_attempts_total", "queue" => rt.kind, "outcome" => outcome_label).increment(1);
+    metrics::counter!("socialsync_job_attempts_total", "queue" => rt.kind, "outcome" => outcome.as_str()).increment(1);
     metrics::histogram!("socialsync_job_duration_seconds", "queue" => rt.kind).record(began.elapsed().as_secs_f64());
-    cx.store
-        .finish_job_run(run_id, outcome, class, message.as_deref(), now)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    rt.runs.end(JobRunEnd { id: run_id, outcome, error_class: class.map(str::to_owned), error: message, at: now }).await
 }

@@ -4,11 +4,13 @@
 //!   short poll on SQLite), a unique worker name per process, orphan rescue within seconds.
 //! - [`attempt`]: runs one attempt of a job and writes its end durably (retry with backoff,
 //!   dead, killed, deferred) — what apalis would otherwise re-run at once.
+//! - [`run_log`]: the attempts' run records, written in groups by one task per process.
 //! - [`cron`]: the nightly sweeps, each firing claimed once fleet-wide, missed ones caught up.
 
 pub mod attempt;
 pub mod cron;
 pub mod queues;
+pub mod run_log;
 
 use std::time::Duration;
 

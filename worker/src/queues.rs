@@ -4,6 +4,12 @@
 //! heartbeat of `poll_interval`, plus LISTEN/NOTIFY on PostgreSQL; orphans rescued after
 //! `orphan_after`; workers named per process; a failed worker restarted by the monitor.
 //!
+//! Claimed jobs stay `Queued` while they run (`lock_tasks(false)`): the claim already holds
+//! them (`lock_by`, `lock_at`), and the orphan rescue, the dashboard and `end_attempt` treat
+//! `Queued` and `Running` alike. apalis' separate `Running` write is one more row update per
+//! job on PostgreSQL; on SQLite it is worse, a later batched write that does not check
+//! `run_at`, so it could land after the attempt's end and re-lock a job waiting for its retry.
+//!
 //! Every storage is also woken every `poll_interval` (`poll_with_interval`). apalis fetches
 //! when its heartbeat timer fires, but a timer that fires while a fetch is in flight is not
 //! polled again: after that fetch comes back empty the worker sleeps until a job of its own
@@ -124,12 +130,13 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             tracing::error!(worker = %ctx.name(), error = %err, "queue worker failed; restarting it");
             true
         });
+    let runs = crate::run_log::RunLog::new(setup.context.store.clone());
     for (kind, q) in queues(setup) {
         let first = worker_name(setup, kind);
-        let (cx, retry_base, retry_cap) = (setup.context.clone(), cfg.retry_base, cfg.retry_cap);
+        let (cx, retry_base, retry_cap, runs) = (setup.context.clone(), cfg.retry_base, cfg.retry_cap, runs.clone());
         let runtime = move |restarts: usize| {
             let name = incarnation(&first, restarts);
-            let rt = Arc::new(QueueRuntime { kind, worker_name: name.clone(), cx: cx.clone(), retry_base, retry_cap, timeout: q.timeout });
+            let rt = Arc::new(QueueRuntime { kind, worker_name: name.clone(), cx: cx.clone(), retry_base, retry_cap, timeout: q.timeout, runs: runs.clone() });
             (name, rt)
         };
         let poll = cfg.poll_interval;
@@ -137,6 +144,7 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             Pool::Postgres(pool) => monitor.register(move |restarts| {
                 let (name, rt) = runtime(restarts);
                 let config = apalis_postgres::Config::default()
+                    .lock_tasks(false)
                     .queue(kind)
                     .batch_size(q.batch.max(1))
                     .heartbeat_interval(poll)
@@ -146,9 +154,6 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             }),
             Pool::Sqlite(pool) => monitor.register(move |restarts| {
                 let (name, rt) = runtime(restarts);
-                // apalis-sqlite marks a started job Running in a later, batched write that
-                // does not check run_at, so it can land after the attempt's end was written and
-                // re-lock a job waiting for its retry. Running jobs stay Queued instead.
                 let config = apalis_sqlite::Config::default()
                     .lock_tasks(false)
                     .queue(kind)

@@ -26,6 +26,28 @@ pub enum JobOutcome {
     Deferred,
 }
 
+impl JobOutcome {
+    /// As stored in `job_runs.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Retrying => "retrying",
+            JobOutcome::Dead => "dead",
+            JobOutcome::Deferred => "deferred",
+        }
+    }
+}
+
+/// How one attempt ended, for [`Store::finish_job_runs`]. `error` must be free of secrets.
+#[derive(Clone, Debug)]
+pub struct JobRunEnd {
+    pub id: i64,
+    pub outcome: JobOutcome,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct JobRun {
     pub id: i64,
@@ -49,16 +71,8 @@ pub struct JobRun {
 impl Store {
     /// Records an attempt's start; returns the run's id for [`Store::finish_job_run`].
     pub async fn start_job_run(&self, run: &JobRunStart<'_>, now: Timestamp) -> Result<i64> {
-        const PG: &str = "
-            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at)
-            SELECT $1, $2, $3, $4, $5, $6 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-            RETURNING id";
-        const LITE: &str = "
-            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-        Ok(on_pool!(self, p => sqlx::query_scalar(self.pool().pick(PG, LITE))
-            .bind(run.queue).bind(run.job_id).bind(run.account_id).bind(run.attempt)
-            .bind(run.worker).bind(now).fetch_one(p).await?))
+        let ids = self.start_job_runs(&[(run.clone(), now)]).await?;
+        ids.into_iter().next().ok_or_else(|| super::StoreError::Corrupt("recording a run returned no id".into()))
     }
 
     /// Records how an attempt ended. `error` must already be free of secrets.
@@ -70,16 +84,84 @@ impl Store {
         error: Option<&str>,
         now: Timestamp,
     ) -> Result<()> {
+        let end = JobRunEnd { id, outcome, error_class: error_class.map(str::to_owned), error: error.map(str::to_owned), at: now };
+        self.finish_job_runs(std::slice::from_ref(&end)).await
+    }
+
+    /// Records the starts of several attempts in one statement (each with its instant);
+    /// returns their run ids, in order. Used by the worker runtime to write the starts of
+    /// concurrent attempts together (see `worker::run_log`).
+    pub async fn start_job_runs(&self, runs: &[(JobRunStart<'_>, Timestamp)]) -> Result<Vec<i64>> {
         const PG: &str = "
-            UPDATE job_runs SET finished_at = $2, outcome = $3, error_class = $4, error = $5
-            FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-            WHERE id = $1";
+            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at)
+            SELECT r.queue, r.job_id, r.account_id, r.attempt, r.worker, r.started_at FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::text[], $6::int8[]) WITH ORDINALITY
+                AS r (queue, job_id, account_id, attempt, worker, started_at, ord),
+                (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+            ORDER BY r.ord
+            RETURNING id";
+        const LITE: &str = "
+            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        match self.pool() {
+            super::Pool::Postgres(p) => {
+                let mut ids: Vec<i64> = sqlx::query_scalar(PG)
+                    .bind(runs.iter().map(|(r, _)| r.queue).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, _)| r.job_id).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, _)| r.account_id.map(|a| a.0)).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, _)| r.attempt).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, _)| r.worker).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(_, at)| at.millis()).collect::<Vec<_>>())
+                    .fetch_all(p)
+                    .await?;
+                // The identity is drawn row by row in the insert's order (`ORDER BY ord`), so
+                // the ids sorted are the runs' ids in order, whatever order RETURNING uses.
+                ids.sort_unstable();
+                Ok(ids)
+            }
+            super::Pool::Sqlite(_) => write_tx!(self, tx => {
+                let mut ids = Vec::with_capacity(runs.len());
+                for (run, at) in runs {
+                    ids.push(sqlx::query_scalar(LITE)
+                        .bind(run.queue).bind(run.job_id).bind(run.account_id).bind(run.attempt)
+                        .bind(run.worker).bind(*at).fetch_one(&mut *tx).await?);
+                }
+                tx.commit().await?;
+                Ok(ids)
+            }),
+        }
+    }
+
+    /// Records how several attempts ended, in one statement.
+    pub async fn finish_job_runs(&self, ends: &[JobRunEnd]) -> Result<()> {
+        const PG: &str = "
+            UPDATE job_runs SET finished_at = e.finished_at, outcome = e.outcome, error_class = e.error_class, error = e.error
+            FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[]) AS e (id, finished_at, outcome, error_class, error),
+                (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+            WHERE job_runs.id = e.id";
         const LITE: &str = "
             UPDATE job_runs SET finished_at = $2, outcome = $3, error_class = $4, error = $5
             WHERE id = $1";
-        on_pool!(self, p => sqlx::query(self.pool().pick(PG, LITE))
-            .bind(id).bind(now).bind(outcome).bind(error_class).bind(error).execute(p).await?.rows_affected());
-        Ok(())
+        match self.pool() {
+            super::Pool::Postgres(p) => {
+                sqlx::query(PG)
+                    .bind(ends.iter().map(|e| e.id).collect::<Vec<_>>())
+                    .bind(ends.iter().map(|e| e.at.millis()).collect::<Vec<_>>())
+                    .bind(ends.iter().map(|e| e.outcome.as_str()).collect::<Vec<_>>())
+                    .bind(ends.iter().map(|e| e.error_class.as_deref()).collect::<Vec<_>>())
+                    .bind(ends.iter().map(|e| e.error.as_deref()).collect::<Vec<_>>())
+                    .execute(p)
+                    .await?;
+                Ok(())
+            }
+            super::Pool::Sqlite(_) => write_tx!(self, tx => {
+                for e in ends {
+                    sqlx::query(LITE).bind(e.id).bind(e.at).bind(e.outcome).bind(e.error_class.as_deref()).bind(e.error.as_deref())
+                        .execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }),
+        }
     }
 
     /// A job's attempts, in order.

@@ -64,7 +64,7 @@ mod sync_data;
 
 pub use accounts::{Account, NewAccount, RefreshedTokens};
 pub use cron::CronRun;
-pub use job_runs::{JobOutcome, JobRun, JobRunStart};
+pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunStart};
 pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
 pub use ops_reads::{AccountFilter, AccountRow, DayOutcomes, NightlySync};
 pub use overview::{MinuteCounts, QueueCounts};
