@@ -11,7 +11,7 @@
       for (const [queue, q] of Object.entries(frame.queues || {})) {
         for (const [state, n] of Object.entries(q.counts || {})) {
           const cell = document.querySelector(`[data-cell="${queue}:${state}"]`);
-          if (cell) cell.textContent = n;
+          if (cell) cell.textContent = (q.estimated || []).includes(state) ? "≈ " + n : n;
         }
         const oldest = document.querySelector(`[data-oldest="${queue}"]`);
         if (oldest) oldest.textContent = q.oldest_pending ? span(frame.at - q.oldest_pending) : "—";

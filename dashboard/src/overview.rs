@@ -45,6 +45,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
                         @for s in JobState::ALL {
                             td.num {
                                 a data-cell={(q) ":" (s.as_str())} href={(BASE) "/jobs" (page::query(&[("queue", q), ("state", s.as_str())]))} {
+                                    @if c.estimated.contains(&s.as_str()) { "≈ " }
                                     (c.counts.get(s.as_str()).copied().unwrap_or(0))
                                 }
                             }
@@ -53,6 +54,9 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
                     }
                 }
             }
+        }
+        @if frame.queues.values().any(|c| !c.estimated.is_empty()) {
+            p.legend #estimated-note { "≈: estimated from the table's statistics (a table this big is not counted row by row); every other count is exact." }
         }
         h2 { "Finished attempts per minute" }
         div #throughput { (page::raw(frame.chart.clone())) }

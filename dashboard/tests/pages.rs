@@ -227,3 +227,39 @@ async fn off_without_a_password_and_sessions_cannot_be_forged() {
     ops.cookie = format!("{name}={}.{rest}", expires.parse::<i64>().unwrap() + 365 * 86_400_000);
     assert_eq!(ops.get("/").await.0, 303, "a forged session is refused");
 }
+
+/// Past `EXACT_COUNTS_BELOW` rows the overview marks its done counts as estimates, on the page
+/// and in the live frames; the other counts stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_table_shows_its_done_count_as_an_estimate() {
+    let db = TestDb::new(testkit::Backend::Postgres).await;
+    let Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL store") };
+    let rows = jobs::store::EXACT_COUNTS_BELOW as i64 + 10_000;
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, done_at)
+         SELECT 'BIG' || lpad(i::text, 23, '0'), 'sync', convert_to('{}', 'UTF8'), 'Done', 1, 5, now(), 0, now()
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows)
+    .execute(pool)
+    .await
+    .unwrap();
+    dead_syncs(&db.store, 2).await;
+    sqlx::query("ANALYZE apalis.jobs").execute(pool).await.unwrap();
+
+    let mut ops = serve(&db, Access::Open, false).await;
+    let (status, page) = ops.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"data-cell="sync:done""#) && page.contains("≈ "), "the done count is marked");
+    assert!(page.contains("estimated-note"), "and explained");
+    let mut live = ops.http.get(format!("{}/dashboard/live", ops.url)).header(header::COOKIE, &ops.cookie).send().await.unwrap();
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        text.push_str(&String::from_utf8_lossy(&live.chunk().await.unwrap().expect("a frame")));
+    }
+    let frame: serde_json::Value = serde_json::from_str(text.split("data: ").nth(1).unwrap().split("\n\n").next().unwrap()).unwrap();
+    let sync = &frame["queues"][sync::KIND];
+    assert_eq!((sync["counts"]["dead"].as_i64(), sync["estimated"].clone()), (Some(2), serde_json::json!(["done"])), "dead stays exact");
+    let done = sync["counts"]["done"].as_i64().unwrap();
+    assert!((done - rows).abs() < rows / 20, "done ≈ {rows}, got {done}");
+}

@@ -211,3 +211,39 @@ both_backends! {
         assert_eq!(s.purge_worker_processes(later.minus(jobs::store::FORGET_PROCESSES_AFTER)).await.unwrap(), 1);
     }
 }
+
+/// Past the threshold, PostgreSQL's overview estimates `done` from the table's statistics and
+/// still counts every other state exactly; without statistics it counts exactly.
+#[tokio::test]
+async fn a_big_table_gets_an_estimated_done_count() {
+    let db = testkit::TestDb::new(testkit::Backend::Postgres).await;
+    let (s, Pool::Postgres(pool)) = (&db.store, db.store.pool()) else { unreachable!("a PostgreSQL store") };
+    sqlx::query("ALTER TABLE apalis.jobs SET (autovacuum_enabled = false)").execute(pool).await.unwrap();
+    let jobs: Vec<_> = (0..3_000).map(|i| sync_job(100 + i, hour_ago())).collect();
+    s.enqueue_many(&jobs).await.unwrap();
+    let refreshes: Vec<_> = (0..1_000).map(|i| jobs::refresh::job(AccountId(100 + i), hour_ago(), Timestamp::now())).collect();
+    s.enqueue_many(&refreshes).await.unwrap();
+    // 2 500 syncs and every refresh done; 500 syncs pending, 20 of those dead.
+    sqlx::query("UPDATE apalis.jobs SET status = 'Done' WHERE job_type = 'refresh' OR id IN (SELECT id FROM apalis.jobs WHERE job_type = 'sync' ORDER BY id LIMIT 2500)")
+        .execute(pool).await.unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Killed' WHERE id IN (SELECT id FROM apalis.jobs WHERE status = 'Pending' ORDER BY id LIMIT 20)")
+        .execute(pool).await.unwrap();
+    let exact = |o: &std::collections::BTreeMap<String, jobs::store::QueueCounts>, q: &str| {
+        let c = &o[q];
+        (c.counts["done"], c.counts["pending"], c.counts["dead"], c.estimated.clone())
+    };
+
+    let unanalysed = s.queue_overview_exact_below(0.0).await.unwrap();
+    assert_eq!(exact(&unanalysed, sync::KIND), (2_500, 480, 20, vec![]), "no statistics yet: exact");
+
+    sqlx::query("ANALYZE apalis.jobs").execute(pool).await.unwrap();
+    let estimated = s.queue_overview_exact_below(0.0).await.unwrap();
+    let (done, pending, dead, marked) = exact(&estimated, sync::KIND);
+    assert_eq!((pending, dead, marked), (480, 20, vec!["done"]), "other states stay exact");
+    assert!((done - 2_500).abs() <= 125, "sync done ≈ 2 500, got {done}");
+    let (done, _, _, marked) = exact(&estimated, jobs::refresh::KIND);
+    assert!((done - 1_000).abs() <= 50 && marked == ["done"], "refresh done ≈ 1 000, got {done}");
+
+    let small = s.queue_overview().await.unwrap();
+    assert_eq!(exact(&small, sync::KIND), (2_500, 480, 20, vec![]), "below the threshold: exact");
+}

@@ -12,7 +12,14 @@ pub struct QueueCounts {
     pub counts: BTreeMap<&'static str, i64>,
     /// When the oldest pending (due, unclaimed) job became due.
     pub oldest_pending: Option<Timestamp>,
+    /// The states whose count is an estimate (only `done`, on a large table; see
+    /// [`Store::queue_overview`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub estimated: Vec<&'static str>,
 }
+
+/// Above this many rows (PostgreSQL's own estimate) the `done` counts are estimated.
+pub const EXACT_COUNTS_BELOW: f64 = 200_000.0;
 
 /// Finished attempts in one minute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -31,8 +38,26 @@ impl Store {
     /// the few waiting and failed rows by due time and attempts, read from the
     /// `(status, job_type, id) INCLUDE (run_at, attempts, max_attempts)` index alone. (One
     /// grouped scan computing the split for every row took twice as long at a million jobs.)
+    ///
+    /// Done jobs are nearly all of a big table and only grow (nothing deletes them), so past
+    /// [`EXACT_COUNTS_BELOW`] rows on PostgreSQL the scan is skipped: every other state is
+    /// still counted exactly from the index, and `done` is estimated from the planner's
+    /// statistics (rows in the table × the queue's share, less the queue's other jobs), marked
+    /// in [`QueueCounts::estimated`]. The estimate is as fresh as the last (auto)ANALYZE.
     pub async fn queue_overview(&self) -> Result<BTreeMap<String, QueueCounts>> {
-        let by_status = format!("SELECT status, job_type, COUNT(*) FROM {} GROUP BY 1, 2", self.pool().pick("apalis.jobs", "Jobs"));
+        self.queue_overview_exact_below(EXACT_COUNTS_BELOW).await
+    }
+
+    /// [`Store::queue_overview`] with another threshold (tests use 0).
+    pub async fn queue_overview_exact_below(&self, exact_below: f64) -> Result<BTreeMap<String, QueueCounts>> {
+        let shares = match self.pool() {
+            super::Pool::Postgres(p) => queue_shares(p, exact_below).await?,
+            super::Pool::Sqlite(_) => None,
+        };
+        let by_status = match &shares {
+            None => format!("SELECT status, job_type, COUNT(*) FROM {} GROUP BY 1, 2", self.pool().pick("apalis.jobs", "Jobs")),
+            Some(_) => "SELECT status, job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Queued', 'Running', 'Killed') GROUP BY 1, 2".into(),
+        };
         let split = self.pool().pick(
             "SELECT job_type, status, run_at > now(), attempts >= max_attempts, COUNT(*),
                 (extract(epoch FROM MIN(run_at)) * 1000)::bigint
@@ -50,7 +75,7 @@ impl Store {
         fn queue(out: &mut BTreeMap<String, QueueCounts>, name: String) -> &mut QueueCounts {
             out.entry(name).or_insert_with(|| QueueCounts {
                 counts: JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
-                oldest_pending: None,
+                ..QueueCounts::default()
             })
         }
         for (status, name, n) in totals.into_iter().filter(|(s, _, _)| s != "Pending" && s != "Failed") {
@@ -66,6 +91,19 @@ impl Store {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+            }
+        }
+        if let Some(shares) = shares {
+            // A queue too rare for the statistics' common values gets ≈ 0.
+            let rows: BTreeMap<String, f64> = shares.into_iter().collect();
+            for name in rows.keys() {
+                queue(&mut out, name.clone());
+            }
+            for (name, q) in &mut out {
+                let others: i64 = q.counts.values().sum();
+                let done = rows.get(name).map_or(0, |r| (r.round() as i64 - others).max(0));
+                q.counts.insert(JobState::Done.as_str(), done);
+                q.estimated.push(JobState::Done.as_str());
             }
         }
         Ok(out)
@@ -91,4 +129,20 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Rows per queue as PostgreSQL's statistics put them, if the table is at least `exact_below`
+/// rows and has been analysed; `None` means "count exactly".
+async fn queue_shares(pool: &sqlx::PgPool, exact_below: f64) -> Result<Option<Vec<(String, f64)>>> {
+    const SQL: &str = "
+        SELECT c.reltuples::float8, s.most_common_vals::text::text[], s.most_common_freqs::float8[]
+        FROM pg_class c
+        LEFT JOIN pg_stats s ON s.schemaname = 'apalis' AND s.tablename = 'jobs' AND s.attname = 'job_type'
+        WHERE c.oid = 'apalis.jobs'::regclass";
+    let (rows, queues, shares): (f64, Option<Vec<String>>, Option<Vec<f64>>) = sqlx::query_as(SQL).fetch_one(pool).await?;
+    // reltuples is -1 before the first ANALYZE; no statistics, no estimate.
+    Ok(match (queues, shares) {
+        (Some(queues), Some(shares)) if rows >= exact_below && rows > 0.0 => Some(queues.into_iter().zip(shares.into_iter().map(|f| f * rows)).collect()),
+        _ => None,
+    })
 }
