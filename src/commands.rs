@@ -197,6 +197,7 @@ fn api_state(
         sandbox,
         metrics: Some(metrics_render()),
         config: std::sync::Arc::new(settings.api_config(config, jobs, public_url, dev)?),
+        guard_hits: Default::default(),
     })
 }
 

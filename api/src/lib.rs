@@ -37,6 +37,8 @@ pub struct ApiState {
     /// Renders this process's Prometheus metrics for `/metrics`.
     pub metrics: Option<MetricsRender>,
     pub config: Arc<ApiConfig>,
+    /// The guard's rate-limit hits, written in groups (start with `Default::default()`).
+    pub guard_hits: Arc<limits::GuardHits>,
 }
 
 /// The API's configuration, built by the binary.
@@ -158,7 +160,7 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
         // (A locked-out address's requests still count against its general budget.)
         let (locked, counted) = match (cfg.policies.get("auth"), cfg.policies.get("general")) {
             (Some(auth), Some(general)) => {
-                let (counted, locked) = limits::hit_and_check(&state.store, ("general", general), ("auth", auth), &ip, now).await?;
+                let (counted, locked) = limits::hit_and_check(&state.guard_hits, &state.store, ("general", general), ("auth", auth), &ip, now).await?;
                 (locked, Some(counted))
             }
             (Some(auth), None) => (limits::over(&state.store, "auth", auth, &ip, now).await?, None),

@@ -12,7 +12,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use jobs::{Store, Timestamp};
+use jobs::{Store, Timestamp, group::Grouped, store::RateHit};
 use poem::http::StatusCode;
 use serde_json::json;
 
@@ -176,21 +176,53 @@ pub async fn over(store: &Store, name: &str, policy: Policy, subject: &str, now:
     Ok((!d.allowed).then_some(d))
 }
 
-/// [`hit`] under `policy` and [`over`] under `lockout` for the same subject, in one round trip.
+/// [`hit`] under `policy` and [`over`] under `lockout` for the same subject, in one round trip
+/// shared with the other requests checked at the same moment ([`GuardHits`]).
 pub async fn hit_and_check(
+    hits: &GuardHits,
     store: &Store,
     (name, policy): (&str, Policy),
     (lockout_name, lockout): (&str, Policy),
     subject: &str,
     now: Timestamp,
 ) -> Result<(Decision, Option<Decision>), ApiError> {
-    let (current_start, previous_start, expires) = windows(policy, now);
+    let (window_start, previous_start, expires_at) = windows(policy, now);
     let (lockout_start, lockout_previous, _) = windows(lockout, now);
-    let ((current, previous), (locked_current, locked_previous)) = store
-        .hit_rate_limit_reading(&format!("{name}:{subject}"), current_start, previous_start, expires, &format!("{lockout_name}:{subject}"), (lockout_start, lockout_previous))
-        .await?;
+    let hit = RateHit {
+        key: format!("{name}:{subject}"),
+        window_start,
+        previous_start,
+        expires_at,
+        read: format!("{lockout_name}:{subject}"),
+        read_windows: (lockout_start, lockout_previous),
+    };
+    let ((current, previous), (locked_current, locked_previous)) = hits.get(store).call(hit).await.map_err(|e| {
+        tracing::warn!(target: "rate_limit", error = %e, "cannot count the request");
+        ApiError::unavailable()
+    })?;
     let locked = decide(lockout, now, locked_previous, locked_current + 1);
     Ok((decide(policy, now, previous, current), (!locked.allowed).then_some(locked)))
+}
+
+/// The guard's hits of one API process, written in groups ([`jobs::group`]): under load,
+/// every request waiting for its count shares the next statement, instead of each updating
+/// the same counter row in turn. Counts stay exact: each request gets the count after its own
+/// hit. Started on first use, on the runtime serving the requests.
+#[derive(Default)]
+pub struct GuardHits(std::sync::OnceLock<Grouped<RateHit, HitAnswer>>);
+
+type HitAnswer = ((i64, i64), (i64, i64));
+
+impl GuardHits {
+    fn get(&self, store: &Store) -> &Grouped<RateHit, HitAnswer> {
+        self.0.get_or_init(|| {
+            let store = store.clone();
+            Grouped::new(256, move |hits: Vec<RateHit>| {
+                let store = store.clone();
+                async move { store.hit_rate_limits_reading(&hits).await.map_err(|e| e.to_string()) }
+            })
+        })
+    }
 }
 
 /// The client's address: the socket's peer, unless that peer is a trusted proxy; then the

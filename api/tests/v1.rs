@@ -68,7 +68,7 @@ async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut ApiConf
         dashboard: None,
     };
     tweak(&mut config);
-    let state = ApiState { store, expected_schema_version: migrations::latest_version(), sandbox: None, metrics: None, config: Arc::new(config) };
+    let state = ApiState { store, expected_schema_version: migrations::latest_version(), sandbox: None, metrics: None, config: Arc::new(config), guard_hits: Default::default() };
     let stop = CancellationToken::new();
     tokio::spawn(api::serve(state, listener, stop.clone().cancelled_owned()));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();

@@ -17,6 +17,7 @@ pub mod clients;
 pub mod config;
 pub mod connect;
 pub mod domain;
+pub mod group;
 pub mod job;
 pub mod notify;
 pub mod pacing;

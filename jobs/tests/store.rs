@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobs::{
     AccountId, AccountStatus, Platform, Secret, Timestamp, Vault, VaultKey,
-    store::{JobOutcome, JobRunEnd, JobRunStart, NewAccount, NewNotification, NewOAuthState, Post, RefreshedTokens, Snapshot},
+    store::{JobOutcome, JobRunEnd, JobRunStart, RateHit, NewAccount, NewNotification, NewOAuthState, Post, RefreshedTokens, Snapshot},
     vault::Aad,
 };
 use testkit::both_backends;
@@ -339,6 +339,29 @@ both_backends! {
         let read = db.store.hit_rate_limit_reading("general:1.2.3.4", window, previous, expires, "auth:5.6.7.8", (window, previous)).await.unwrap();
         assert_eq!(read, ((2, 0), (0, 0)));
         assert_eq!(db.store.purge_rate_limits(expires.plus(Duration::from_secs(1))).await.unwrap(), 3);
+    }
+
+    async fn rate_limit_hits_in_one_group_count_one_after_another(db: TestDb) {
+        let (previous, window) = (T0.minus(Duration::from_secs(900)), T0);
+        let expires = T0.plus(Duration::from_secs(900));
+        db.store.hit_rate_limit("general:a", previous, previous.minus(Duration::from_secs(900)), window).await.unwrap();
+        db.store.hit_rate_limit("auth:a", window, previous, expires).await.unwrap();
+        let hit = |key: &str, read: &str| RateHit {
+            key: key.into(),
+            window_start: window,
+            previous_start: previous,
+            expires_at: expires,
+            read: read.into(),
+            read_windows: (window, previous),
+        };
+        // Three hits on one key and one on another, interleaved, in one call.
+        let group = [hit("general:a", "auth:a"), hit("general:b", "auth:b"), hit("general:a", "auth:a"), hit("general:a", "auth:b")];
+        let answers = db.store.hit_rate_limits_reading(&group).await.unwrap();
+        assert_eq!(answers, vec![((1, 1), (1, 0)), ((1, 0), (0, 0)), ((2, 1), (1, 0)), ((3, 1), (0, 0))]);
+        // The next group goes on from there.
+        let answers = db.store.hit_rate_limits_reading(&group[..2]).await.unwrap();
+        assert_eq!(answers, vec![((4, 1), (1, 0)), ((2, 0), (0, 0))]);
+        assert_eq!(db.store.rate_limit_counts("general:a", window, previous).await.unwrap(), (4, 1));
     }
 
     async fn job_runs_record_each_attempt(db: TestDb) {

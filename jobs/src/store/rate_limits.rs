@@ -6,17 +6,22 @@
 //! transaction): counters live minutes, and a database crash that loses the last fraction of a
 //! second of them only forgives those requests. Every API request waits for one flush fewer.
 
+use std::collections::{HashMap, HashSet};
+
 use super::{Result, Store};
 use crate::time::Timestamp;
 
-/// The hit on `$1` in window `$2` (purgeable after `$3`), as a CTE `hit(count)`.
-macro_rules! hit_cte {
-    () => {
-        "WITH hit AS (
-            INSERT INTO rate_limit_counters (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
-            ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_counters.count + 1
-            RETURNING count)"
-    };
+/// One request's hit on `key` in the window starting at `window_start` (purgeable after
+/// `expires_at`), reading the window before it and another key's two windows.
+#[derive(Clone, Debug)]
+pub struct RateHit {
+    pub key: String,
+    pub window_start: Timestamp,
+    pub previous_start: Timestamp,
+    pub expires_at: Timestamp,
+    pub read: String,
+    /// (current, previous) windows of `read`.
+    pub read_windows: (Timestamp, Timestamp),
 }
 
 impl Store {
@@ -30,10 +35,14 @@ impl Store {
             RETURNING count";
         match self.pool() {
             super::Pool::Postgres(p) => {
-                const BOTH: &str = concat!(hit_cte!(), "
+                const BOTH: &str = "
+                    WITH hit AS (
+                        INSERT INTO rate_limit_counters (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
+                        ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_counters.count + 1
+                        RETURNING count)
                     SELECT (SELECT count FROM hit),
                         COALESCE((SELECT count FROM rate_limit_counters WHERE key = $1 AND window_start = $4), 0)
-                    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit");
+                    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
                 Ok(sqlx::query_as(BOTH).bind(key).bind(window_start).bind(expires_at).bind(previous_start).fetch_one(p).await?)
             }
             // SQLite has no writing CTE; it is in-process, so two statements cost little.
@@ -57,25 +66,69 @@ impl Store {
         read: &str,
         read_windows: (Timestamp, Timestamp),
     ) -> Result<((i64, i64), (i64, i64))> {
-        match self.pool() {
-            super::Pool::Postgres(p) => {
-                const SQL: &str = concat!(hit_cte!(), "
-                    SELECT (SELECT count FROM hit),
-                        COALESCE((SELECT count FROM rate_limit_counters WHERE key = $1 AND window_start = $4), 0),
-                        COALESCE((SELECT count FROM rate_limit_counters WHERE key = $5 AND window_start = $6), 0),
-                        COALESCE((SELECT count FROM rate_limit_counters WHERE key = $5 AND window_start = $7), 0)
-                    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit");
-                let (current, previous, read_current, read_previous): (i64, i64, i64, i64) = sqlx::query_as(SQL)
-                    .bind(key).bind(window_start).bind(expires_at).bind(previous_start)
-                    .bind(read).bind(read_windows.0).bind(read_windows.1)
-                    .fetch_one(p).await?;
-                Ok(((current, previous), (read_current, read_previous)))
-            }
+        let hit = RateHit { key: key.into(), window_start, previous_start, expires_at, read: read.into(), read_windows };
+        let mut answers = self.hit_rate_limits_reading(std::slice::from_ref(&hit)).await?;
+        answers.pop().ok_or_else(|| super::StoreError::Corrupt("a rate-limit hit got no answer".into()))
+    }
+
+    /// [`Store::hit_rate_limit_reading`] for several requests in one statement (the API groups
+    /// concurrent requests this way), answered in order: hits on the same key and window count
+    /// one after another, as if they had come one by one.
+    pub async fn hit_rate_limits_reading(&self, hits: &[RateHit]) -> Result<Vec<((i64, i64), (i64, i64))>> {
+        let p = match self.pool() {
+            super::Pool::Postgres(p) => p,
             super::Pool::Sqlite(_) => {
-                let hit = self.hit_rate_limit(key, window_start, previous_start, expires_at).await?;
-                Ok((hit, self.rate_limit_counts(read, read_windows.0, read_windows.1).await?))
+                let mut answers = Vec::with_capacity(hits.len());
+                for h in hits {
+                    let hit = self.hit_rate_limit(&h.key, h.window_start, h.previous_start, h.expires_at).await?;
+                    answers.push((hit, self.rate_limit_counts(&h.read, h.read_windows.0, h.read_windows.1).await?));
+                }
+                return Ok(answers);
             }
+        };
+        // One row per key and window (a statement may not update a row twice), with its hits.
+        let mut rows: HashMap<(&str, i64), (i64, Timestamp)> = HashMap::new();
+        let mut reads: HashSet<(&str, i64)> = HashSet::new();
+        for h in hits {
+            let row = rows.entry((&h.key, h.window_start.millis())).or_insert((0, h.expires_at));
+            *row = (row.0 + 1, row.1.max(h.expires_at));
+            reads.extend([(h.key.as_str(), h.previous_start.millis()), (&h.read, h.read_windows.0.millis()), (&h.read, h.read_windows.1.millis())]);
         }
+        const SQL: &str = "
+            WITH hit AS (
+                INSERT INTO rate_limit_counters (key, window_start, count, expires_at)
+                SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[])
+                ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_counters.count + EXCLUDED.count
+                RETURNING key, window_start, count)
+            SELECT key, window_start, count, true FROM hit
+            UNION ALL
+            SELECT c.key, c.window_start, c.count, false
+            FROM rate_limit_counters c JOIN UNNEST($5::text[], $6::int8[]) AS r (key, window_start)
+                ON c.key = r.key AND c.window_start = r.window_start,
+                (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
+        let (keys, windows): (Vec<&str>, Vec<i64>) = rows.keys().copied().unzip();
+        let (counts, expires): (Vec<i64>, Vec<i64>) = rows.values().map(|(n, e)| (*n, e.millis())).unzip();
+        let (read_keys, read_windows): (Vec<&str>, Vec<i64>) = reads.iter().copied().unzip();
+        let found: Vec<(String, i64, i64, bool)> = sqlx::query_as(SQL)
+            .bind(keys).bind(windows).bind(counts).bind(expires).bind(read_keys).bind(read_windows)
+            .fetch_all(p)
+            .await?;
+        let (mut after, mut before) = (HashMap::new(), HashMap::new());
+        for (key, window, count, hit) in found {
+            if hit { &mut after } else { &mut before }.insert((key, window), count);
+        }
+        let read = |key: &str, window: Timestamp| before.get(&(key.to_owned(), window.millis())).copied().unwrap_or(0);
+        let mut counted: HashMap<(&str, i64), i64> = HashMap::new();
+        let mut answers = Vec::with_capacity(hits.len());
+        for h in hits {
+            let row = (h.key.as_str(), h.window_start.millis());
+            let nth = counted.entry(row).or_default();
+            *nth += 1;
+            let last = after.get(&(h.key.clone(), row.1)).copied().ok_or_else(|| super::StoreError::Corrupt(format!("no count for {}", h.key)))?;
+            let current = last - rows[&row].0 + *nth;
+            answers.push(((current, read(&h.key, h.previous_start)), (read(&h.read, h.read_windows.0), read(&h.read, h.read_windows.1))));
+        }
+        Ok(answers)
     }
 
     /// The counts of `key` in the window starting at `window_start` and in the one starting at
