@@ -1,0 +1,49 @@
+//! apalis' claim function as socialsync's migration 0004 redefines it (PostgreSQL): the same
+//! jobs claimed, and with a backlog no claim scans the whole table.
+
+use std::time::Duration;
+
+use jobs::{AccountId, Timestamp, store::Pool, sync};
+use testkit::{Backend, TestDb};
+
+#[tokio::test]
+async fn a_claim_takes_the_due_jobs_by_key_even_with_a_backlog() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL store") };
+    let now = Timestamp::now();
+    let due = |i: i64, ago: u64| sync::job(AccountId(i), sync::SyncReason::Manual, now.minus(Duration::from_secs(ago)));
+    // A backlog of 20 000 due syncs, plus one due earlier than all of them and one not due yet.
+    let mut backlog: Vec<_> = (0..20_000).map(|i| due(100 + i, 60)).collect();
+    backlog.push(due(1, 3600));
+    backlog.push(sync::job(AccountId(2), sync::SyncReason::Manual, now.plus(Duration::from_secs(3600))));
+    for chunk in backlog.chunks(5_000) {
+        db.store.enqueue_many(chunk).await.unwrap();
+    }
+    sqlx::query("ANALYZE apalis.jobs").execute(pool).await.unwrap();
+
+    // The function's own statement, planned as PostgreSQL plans it inside the function: with
+    // its arguments as parameters (a generic plan).
+    let body: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'get_jobs' AND pronamespace = 'apalis'::regnamespace")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let statement = body.replace("worker_id", "$1").replace("v_job_type", "$2").replace("v_job_count", "$3");
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE claim(text, text, int) AS {statement}"))).execute(&mut *conn).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE claim('w1', 'sync', 16)").fetch_all(&mut *conn).await.unwrap();
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan"), "a claim must not scan the table:\n{plan}");
+
+    // And it claims what apalis' did: the earliest due first, never one not yet due.
+    sqlx::query("INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) VALUES ('w1', 'sync', 'PgStorage', '', now())")
+        .execute(pool)
+        .await
+        .unwrap();
+    let claimed: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT convert_from(job, 'UTF8'), status, lock_by FROM apalis.get_jobs('w1', 'sync', 3)").fetch_all(pool).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|(_, status, by)| status == "Queued" && by.as_deref() == Some("w1")));
+    assert!(claimed.iter().any(|(job, ..)| job.contains(r#""account_id":1,"#)), "the earliest due job is claimed: {claimed:?}");
+    assert!(!claimed.iter().any(|(job, ..)| job.contains(r#""account_id":2,"#)), "a job not due is not");
+}
