@@ -94,6 +94,8 @@ impl Store {
             *row = (row.0 + 1, row.1.max(h.expires_at));
             reads.extend([(h.key.as_str(), h.previous_start.millis()), (&h.read, h.read_windows.0.millis()), (&h.read, h.read_windows.1.millis())]);
         }
+        // `c.key = ANY($5)`: keeps the read on the primary key even in a plan this connection
+        // made while the table was small (see `finish_job_runs`).
         const SQL: &str = "
             WITH hit AS (
                 INSERT INTO rate_limit_counters (key, window_start, count, expires_at)
@@ -104,7 +106,7 @@ impl Store {
             UNION ALL
             SELECT c.key, c.window_start, c.count, false
             FROM rate_limit_counters c JOIN UNNEST($5::text[], $6::int8[]) AS r (key, window_start)
-                ON c.key = r.key AND c.window_start = r.window_start,
+                ON c.key = r.key AND c.window_start = r.window_start AND c.key = ANY($5),
                 (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
         let (keys, windows): (Vec<&str>, Vec<i64>) = rows.keys().copied().unzip();
         let (counts, expires): (Vec<i64>, Vec<i64>) = rows.values().map(|(n, e)| (*n, e.millis())).unzip();
