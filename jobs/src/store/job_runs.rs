@@ -133,22 +133,23 @@ impl Store {
 
     /// Records how several attempts ended, in one statement.
     pub async fn finish_job_runs(&self, ends: &[JobRunEnd]) -> Result<()> {
-        // `id = ANY($1)` beside the join: a connection keeps the plan it made for this
-        // statement, and one made while the table was small joined the ends to a scan of the
-        // whole table — 15 ms a group at 120 000 runs, the most of a 200 000-job drain — until
-        // an ANALYZE replaced it (never, without autovacuum). The key condition keeps it on
-        // the primary key whatever the table's size was.
+        // Planned anew each time (`persistent(false)`): a plan a pooled connection kept from
+        // while the table was small joined every later group of ends to a scan of the whole
+        // table — 15 ms a group at 120 000 runs, most of a 200 000-job drain — until an ANALYZE
+        // replaced it (never, without autovacuum); a key condition beside the join did not
+        // stop it once the table had a page or two. Planning is cheap beside that, once a group.
         const PG: &str = "
             UPDATE job_runs SET finished_at = e.finished_at, outcome = e.outcome, error_class = e.error_class, error = e.error
             FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[]) AS e (id, finished_at, outcome, error_class, error),
                 (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-            WHERE job_runs.id = ANY($1) AND job_runs.id = e.id";
+            WHERE job_runs.id = e.id";
         const LITE: &str = "
             UPDATE job_runs SET finished_at = $2, outcome = $3, error_class = $4, error = $5
             WHERE id = $1";
         match self.pool() {
             super::Pool::Postgres(p) => {
                 sqlx::query(PG)
+                    .persistent(false)
                     .bind(ends.iter().map(|e| e.id).collect::<Vec<_>>())
                     .bind(ends.iter().map(|e| e.at.millis()).collect::<Vec<_>>())
                     .bind(ends.iter().map(|e| e.outcome.as_str()).collect::<Vec<_>>())

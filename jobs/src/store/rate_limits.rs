@@ -94,8 +94,8 @@ impl Store {
             *row = (row.0 + 1, row.1.max(h.expires_at));
             reads.extend([(h.key.as_str(), h.previous_start.millis()), (&h.read, h.read_windows.0.millis()), (&h.read, h.read_windows.1.millis())]);
         }
-        // `c.key = ANY($5)`: keeps the read on the primary key even in a plan this connection
-        // made while the table was small (see `finish_job_runs`).
+        // Planned anew each time, as `finish_job_runs`: a kept plan from while the table was
+        // small read every later group's counters with a scan of the whole table.
         const SQL: &str = "
             WITH hit AS (
                 INSERT INTO rate_limit_counters (key, window_start, count, expires_at)
@@ -106,12 +106,13 @@ impl Store {
             UNION ALL
             SELECT c.key, c.window_start, c.count, false
             FROM rate_limit_counters c JOIN UNNEST($5::text[], $6::int8[]) AS r (key, window_start)
-                ON c.key = r.key AND c.window_start = r.window_start AND c.key = ANY($5),
+                ON c.key = r.key AND c.window_start = r.window_start,
                 (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
         let (keys, windows): (Vec<&str>, Vec<i64>) = rows.keys().copied().unzip();
         let (counts, expires): (Vec<i64>, Vec<i64>) = rows.values().map(|(n, e)| (*n, e.millis())).unzip();
         let (read_keys, read_windows): (Vec<&str>, Vec<i64>) = reads.iter().copied().unzip();
         let found: Vec<(String, i64, i64, bool)> = sqlx::query_as(SQL)
+            .persistent(false)
             .bind(keys).bind(windows).bind(counts).bind(expires).bind(read_keys).bind(read_windows)
             .fetch_all(p)
             .await?;
