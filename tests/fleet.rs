@@ -120,4 +120,8 @@ async fn sigterm_lets_running_jobs_finish() {
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
     assert!(all_accounts(&db.store, &ids, |a| a.last_synced_at.is_some()).await, "the running syncs finished before the exit");
     assert_eq!(db.store.queue_counts("sync").await.unwrap(), vec![("Done".to_string(), 2)]);
+    // apalis' acknowledgement of a success keeps `lock_by`; migration 0005 clears it.
+    let jobs::store::Pool::Postgres(p) = db.store.pool() else { unreachable!() };
+    let locked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE lock_by IS NOT NULL").fetch_one(p).await.unwrap();
+    assert_eq!(locked, 0, "a finished job names no worker");
 }

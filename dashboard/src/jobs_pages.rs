@@ -202,7 +202,7 @@ pub async fn detail(req: &Request, d: Data<&Dashboard>, id: Path<String>, flash:
     let now = Timestamp::now();
     let back = format!("{BASE}/jobs/{}", job.id);
     let body = html! {
-        (job_facts(&job, now))
+        (job_facts(&job, runs.last().map(|r| r.worker.as_str()), now))
         @if !d.config.read_only {
             form.actions method="post" action={(BASE) "/jobs/act"} {
                 (page::csrf_field(req))
@@ -239,7 +239,8 @@ pub async fn detail(req: &Request, d: Data<&Dashboard>, id: Path<String>, flash:
     Ok(page::shell(req, &format!("Job {}", job.id), &flash, body))
 }
 
-fn job_facts(job: &JobRow, now: Timestamp) -> Markup {
+/// `last_worker`: who ran the latest attempt (a finished job names no worker in its lock).
+fn job_facts(job: &JobRow, last_worker: Option<&str>, now: Timestamp) -> Markup {
     html! {
         dl.facts {
             dt { "Queue" } dd { (job.queue) }
@@ -250,7 +251,7 @@ fn job_facts(job: &JobRow, now: Timestamp) -> Markup {
             @if job.state() == JobState::Running {
                 dt { "Locked by" } dd { (job.lock_by.as_deref().unwrap_or("—")) " " (job.lock_at.map(|t| format!("since {}", page::when(t))).unwrap_or_default()) }
             } @else {
-                dt { "Last worker" } dd { (job.lock_by.as_deref().unwrap_or("—")) }
+                dt { "Last worker" } dd { (last_worker.unwrap_or("—")) }
             }
             dt { "Finished" } dd { (page::when_opt(job.done_at)) }
             dt { "Last error" } dd.err { (job.last_error().unwrap_or_else(|| "—".into())) }

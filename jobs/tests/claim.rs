@@ -1,5 +1,6 @@
 //! apalis' claim function as socialsync's migration 0004 redefines it (PostgreSQL): the same
-//! jobs claimed, and with a backlog no claim scans the whole table.
+//! jobs claimed, and with a backlog no claim scans the whole table. And migration 0005: a job
+//! that leaves its claim leaves its worker's `lock_by`.
 
 use std::time::Duration;
 
@@ -46,4 +47,31 @@ async fn a_claim_takes_the_due_jobs_by_key_even_with_a_backlog() {
     assert!(claimed.iter().all(|(_, status, by)| status == "Queued" && by.as_deref() == Some("w1")));
     assert!(claimed.iter().any(|(job, ..)| job.contains(r#""account_id":1,"#)), "the earliest due job is claimed: {claimed:?}");
     assert!(!claimed.iter().any(|(job, ..)| job.contains(r#""account_id":2,"#)), "a job not due is not");
+}
+
+#[tokio::test]
+async fn a_job_leaving_its_claim_leaves_its_worker_too() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL store") };
+    let jobs: Vec<_> = (0..3).map(|i| sync::job(AccountId(i), sync::SyncReason::Manual, Timestamp::now().minus(Duration::from_secs(1)))).collect();
+    db.store.enqueue_many(&jobs).await.unwrap();
+    sqlx::query("INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) VALUES ('w1', 'sync', 'PgStorage', '', now())")
+        .execute(pool)
+        .await
+        .unwrap();
+    let claimed: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.get_jobs('w1', 'sync', 3) ORDER BY id").fetch_all(pool).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // apalis' acknowledgements: a success, a failure to retry; the third job still runs.
+    for (id, status) in [(&claimed[0], "Done"), (&claimed[1], "Failed")] {
+        let n = sqlx::query("UPDATE apalis.jobs SET status = $2, done_at = now() WHERE id = $1 AND lock_by = 'w1'")
+            .bind(id)
+            .bind(status)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(n, 1, "acknowledged while locked by w1");
+    }
+    let held: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE lock_by = 'w1'").fetch_all(pool).await.unwrap();
+    assert_eq!(held, vec![claimed[2].clone()], "only the running job is filed under its worker");
 }
