@@ -89,6 +89,10 @@ both_backends! {
         let oldest = q.oldest_pending.expect("one pending job");
         assert!((oldest.millis() - hour_ago().millis()).abs() < 5_000, "due an hour ago");
         assert_eq!(s.job_row(&dead).await.unwrap().unwrap().last_error().as_deref(), Some("transient: 503"));
+
+        // The workers' depth gauges: unfinished states only, zeros included.
+        assert_eq!(s.queue_depth(sync::KIND).await.unwrap(), vec![("Pending", 2), ("Queued", 0), ("Running", 1), ("Failed", 2)]);
+        assert_eq!(s.queue_depth("connect").await.unwrap(), vec![("Pending", 0), ("Queued", 0), ("Running", 0), ("Failed", 0)]);
     }
 
     async fn filters_and_keyset_pages(db: TestDb) {

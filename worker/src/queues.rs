@@ -109,7 +109,7 @@ const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn record_depth(setup: &WorkerSetup) {
     for (kind, _) in queues(setup) {
-        match setup.context.store.queue_counts(kind).await {
+        match setup.context.store.queue_depth(kind).await {
             Ok(counts) => {
                 for (status, n) in counts {
                     metrics::gauge!("socialsync_queue_jobs", "queue" => kind, "status" => status).set(n as f64);
