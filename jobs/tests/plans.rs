@@ -2,13 +2,16 @@
 //! was empty when the connection first ran them. A pooled connection keeps its prepared
 //! statements, and PostgreSQL keeps a generic plan until the table's statistics change — never,
 //! without autovacuum (this machine's server runs without it): a run-record end first planned
-//! on an empty table went on joining every later group to a scan of the whole table.
+//! on an empty table went on joining every later group to a scan of the whole table. Each test
+//! runs its statement once on the empty table, fills it, and counts the sequential scans the
+//! next run makes.
 
 use std::time::Duration;
 
 use jobs::{
-    Store, Timestamp,
-    store::{JobOutcome, JobRunEnd, Pool, RateHit},
+    AccountId, Store, Timestamp,
+    store::{JobAction, JobOutcome, JobRunEnd, Pool, RateHit, Selection},
+    sync,
 };
 use testkit::{Backend, TestDb};
 
@@ -75,4 +78,24 @@ async fn a_guard_read_planned_on_an_empty_table_still_finds_its_counters_by_key(
     let answers = store.hit_rate_limits_reading(&[hit]).await.unwrap();
     assert_eq!(seq_scans(&store, "rate_limit_counters").await, before, "the guard's read must not scan the counters");
     assert_eq!(answers[0].0.0, 2, "the second hit in the window");
+}
+
+#[tokio::test]
+async fn a_dashboard_action_on_ids_planned_on_an_empty_table_still_finds_its_jobs_by_key() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = one_connection(&db).await;
+    let cancel = |ids: Vec<String>| {
+        let store = store.clone();
+        async move { store.act_on_jobs(JobAction::Cancel, &Selection::Ids(ids), Timestamp::now()).await.unwrap() }
+    };
+    assert_eq!(cancel(vec!["01NONE".into()]).await, 0);
+    let jobs: Vec<_> = (0..20_000).map(|i| sync::job(AccountId(i), sync::SyncReason::Manual, Timestamp::now())).collect();
+    for chunk in jobs.chunks(5_000) {
+        db.store.enqueue_many(chunk).await.unwrap();
+    }
+    let one = db.store.enqueue(&sync::job(AccountId(99_999), sync::SyncReason::Manual, Timestamp::now())).await.unwrap().id;
+
+    let before = seq_scans(&store, "jobs").await;
+    assert_eq!(cancel(vec![one]).await, 1);
+    assert_eq!(seq_scans(&store, "jobs").await, before, "an action on one job must not scan the queue table");
 }

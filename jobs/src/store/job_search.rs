@@ -370,6 +370,8 @@ impl Store {
             JobAction::Delete => format!("DELETE FROM {table} WHERE 1 = 1{filter_sql}"),
         };
         let Sql { text, args } = sql;
-        Ok(on_pool!(self, p => bind_all!(sqlx::query(sqlx::AssertSqlSafe(text)), args).execute(p).await?.rows_affected()))
+        // Planned at each run: an action is rare, and a plan a connection kept from when the
+        // table was small (`id IN (SELECT … ids)` as a hash join) would scan it whole.
+        Ok(on_pool!(self, p => bind_all!(sqlx::query(sqlx::AssertSqlSafe(text)), args).persistent(false).execute(p).await?.rows_affected()))
     }
 }
