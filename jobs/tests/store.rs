@@ -334,10 +334,12 @@ both_backends! {
         assert_eq!(db.store.rate_limit_counts("auth:1.2.3.4", window, previous).await.unwrap(), (25, 1));
         assert_eq!(db.store.rate_limit_counts("auth:5.6.7.8", window, previous).await.unwrap(), (0, 0));
         // A hit on one key reads another key's windows in the same call, before and after.
-        let read = db.store.hit_rate_limit_reading("general:1.2.3.4", window, previous, expires, "auth:1.2.3.4", (window, previous)).await.unwrap();
-        assert_eq!(read, ((1, 0), (25, 1)));
-        let read = db.store.hit_rate_limit_reading("general:1.2.3.4", window, previous, expires, "auth:5.6.7.8", (window, previous)).await.unwrap();
-        assert_eq!(read, ((2, 0), (0, 0)));
+        let hit = RateHit { key: "general:1.2.3.4".into(), window_start: window, previous_start: previous, expires_at: expires, read: "auth:1.2.3.4".into(), read_windows: (window, previous) };
+        let read = db.store.hit_rate_limits_reading(&[hit]).await.unwrap();
+        assert_eq!(read, vec![((1, 0), (25, 1))]);
+        let hit = RateHit { key: "general:1.2.3.4".into(), window_start: window, previous_start: previous, expires_at: expires, read: "auth:5.6.7.8".into(), read_windows: (window, previous) };
+        let read = db.store.hit_rate_limits_reading(&[hit]).await.unwrap();
+        assert_eq!(read, vec![((2, 0), (0, 0))]);
         assert_eq!(db.store.purge_rate_limits(expires.plus(Duration::from_secs(1))).await.unwrap(), 3);
     }
 

@@ -54,26 +54,11 @@ impl Store {
         }
     }
 
-    /// [`Store::hit_rate_limit`] on `key`, and in the same round trip
+    /// [`Store::hit_rate_limit`] on each hit's `key`, and in the same statement
     /// [`Store::rate_limit_counts`] of another key, `read`, in its windows `read_windows`
-    /// (current, previous): what the API's guard needs for every request.
-    pub async fn hit_rate_limit_reading(
-        &self,
-        key: &str,
-        window_start: Timestamp,
-        previous_start: Timestamp,
-        expires_at: Timestamp,
-        read: &str,
-        read_windows: (Timestamp, Timestamp),
-    ) -> Result<((i64, i64), (i64, i64))> {
-        let hit = RateHit { key: key.into(), window_start, previous_start, expires_at, read: read.into(), read_windows };
-        let mut answers = self.hit_rate_limits_reading(std::slice::from_ref(&hit)).await?;
-        answers.pop().ok_or_else(|| super::StoreError::Corrupt("a rate-limit hit got no answer".into()))
-    }
-
-    /// [`Store::hit_rate_limit_reading`] for several requests in one statement (the API groups
-    /// concurrent requests this way), answered in order: hits on the same key and window count
-    /// one after another, as if they had come one by one.
+    /// (current, previous): what the API's guard needs for every request. Several requests
+    /// share one statement (the API groups concurrent requests this way), answered in order:
+    /// hits on the same key and window count one after another, as if they had come one by one.
     pub async fn hit_rate_limits_reading(&self, hits: &[RateHit]) -> Result<Vec<((i64, i64), (i64, i64))>> {
         let p = match self.pool() {
             super::Pool::Postgres(p) => p,
