@@ -1,10 +1,18 @@
 //! apalis' claim function as socialsync's migration 0004 redefines it (PostgreSQL): the same
 //! jobs claimed, and with a backlog no claim scans the whole table. And migration 0005: a job
-//! that leaves its claim leaves its worker's `lock_by`.
+//! that leaves its claim leaves its worker's `lock_by`. And the claim loop's statements
+//! (`jobs::store::claims`): claim, grouped acknowledgement with run records, rescue.
 
 use std::time::Duration;
 
-use jobs::{AccountId, Timestamp, store::Pool, sync};
+use jobs::{
+    AccountId, Timestamp,
+    store::{
+        JobRunStart, Pool,
+        claims::{self, Success, WholeRun},
+    },
+    sync,
+};
 use testkit::{Backend, TestDb};
 
 #[tokio::test]
@@ -74,4 +82,150 @@ async fn a_job_leaving_its_claim_leaves_its_worker_too() {
     }
     let held: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE lock_by = 'w1'").fetch_all(pool).await.unwrap();
     assert_eq!(held, vec![claimed[2].clone()], "only the running job is filed under its worker");
+}
+
+#[tokio::test]
+async fn the_claim_loop_acknowledges_in_groups_with_run_records_and_rescues_the_dead() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let Pool::Postgres(pool) = db.store.pool() else {
+        unreachable!("a PostgreSQL store")
+    };
+    let jobs: Vec<_> = (0..5)
+        .map(|i| {
+            sync::job(
+                AccountId(i),
+                sync::SyncReason::Manual,
+                Timestamp::now().minus(Duration::from_secs(1)),
+            )
+        })
+        .collect();
+    db.store.enqueue_many(&jobs).await.unwrap();
+    claims::register_worker(pool, "p.sync", sync::KIND)
+        .await
+        .unwrap();
+    claims::register_worker(pool, "dead.sync", sync::KIND)
+        .await
+        .unwrap();
+    let mine = claims::claim(pool, "p.sync", sync::KIND, 3).await.unwrap();
+    let theirs = claims::claim(pool, "dead.sync", sync::KIND, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (mine.len(), theirs.len()),
+        (3, 2),
+        "each claims what is due and not claimed"
+    );
+    assert!(
+        mine.iter()
+            .all(|c| c.attempt == 1 && c.payload["account_id"].is_i64()),
+        "{mine:?}"
+    );
+
+    // One attempt had its start recorded (a long one), one is recorded whole; the third was
+    // rescued meanwhile (here: released by hand) and is not acknowledged.
+    let started = db
+        .store
+        .start_job_run(
+            &JobRunStart {
+                queue: sync::KIND,
+                job_id: &mine[0].id,
+                account_id: Some(AccountId(0)),
+                attempt: 1,
+                worker: "p",
+            },
+            Timestamp(1_000),
+        )
+        .await
+        .unwrap();
+    sqlx::query("UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL WHERE id = $1")
+        .bind(&mine[2].id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let success = |c: &claims::Claimed, run| Success {
+        job_id: c.id.clone(),
+        worker: "p.sync".into(),
+        attempt: c.attempt,
+        at: Timestamp(2_000),
+        run,
+    };
+    let whole = WholeRun {
+        account_id: Some(AccountId(1)),
+        worker: "p".into(),
+        started_at: Timestamp(1_500),
+    };
+    let done = [
+        success(&mine[0], Ok(started)),
+        success(&mine[1], Err(whole.clone())),
+        success(&mine[2], Err(whole)),
+    ];
+    assert_eq!(
+        claims::acknowledge(pool, sync::KIND, &done).await.unwrap(),
+        vec![true, true, false]
+    );
+
+    let rows: Vec<(String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT status, attempts, lock_by FROM apalis.jobs WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(vec![mine[0].id.clone(), mine[1].id.clone()])
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![("Done".into(), 1, None), ("Done".into(), 1, None)]
+    );
+    for (c, started_at) in [(&mine[0], 1_000), (&mine[1], 1_500), (&mine[2], 1_500)] {
+        let runs = db.store.job_runs(&c.id).await.unwrap();
+        assert_eq!(runs.len(), 1, "one record per attempt: {runs:?}");
+        let r = &runs[0];
+        assert_eq!(
+            (
+                r.started_at,
+                r.finished_at,
+                r.outcome.map(|o| o.as_str()),
+                r.attempt
+            ),
+            (
+                Timestamp(started_at),
+                Some(Timestamp(2_000)),
+                Some("succeeded"),
+                1
+            )
+        );
+    }
+
+    // The dead worker's jobs go back once it has been silent long enough, its attempt counted.
+    assert_eq!(
+        claims::rescue_orphans(pool, &[sync::KIND], Duration::from_secs(60))
+            .await
+            .unwrap(),
+        0,
+        "not silent long enough"
+    );
+    sqlx::query(
+        "UPDATE apalis.workers SET last_seen = now() - interval '1 minute' WHERE id = 'dead.sync'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        claims::rescue_orphans(pool, &[sync::KIND], Duration::from_secs(30))
+            .await
+            .unwrap(),
+        2
+    );
+    let again = claims::claim(pool, "p.sync", sync::KIND, 10).await.unwrap();
+    let mut ids: Vec<_> = again.iter().map(|c| (c.id.clone(), c.attempt)).collect();
+    ids.sort();
+    let mut expected = vec![
+        (mine[2].id.clone(), 1),
+        (theirs[0].id.clone(), 2),
+        (theirs[1].id.clone(), 2),
+    ];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "the released job and the dead worker's two, their lost attempt counted"
+    );
 }

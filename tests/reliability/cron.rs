@@ -27,10 +27,18 @@ fn latest(hour: u32) -> chrono::DateTime<chrono::Utc> {
 async fn cron_fleet(sb: &SandboxServer, start: chrono::DateTime<chrono::Utc>) -> (TestDb, Fleet, Vec<Proc>) {
     let db = TestDb::new(Backend::Postgres).await;
     let offset = (start - chrono::Utc::now()).num_seconds().to_string();
+    // Three fleets of three run at once: nine pools of production's 10 connections fit the
+    // server's 100 (the fleet's usual 20 would not, once a sweep's burst fills them).
     let fleet = Fleet::new(
         &db.url,
         sb,
-        &[("CLOCK_OFFSET_SECS", &offset), ("CRON_REFRESH", "0 2 * * *"), ("CRON_SYNC", "0 3 * * *"), ("RUST_LOG", "info,worker::cron=debug")],
+        &[
+            ("CLOCK_OFFSET_SECS", &offset),
+            ("DATABASE_MAX_CONNECTIONS", "10"),
+            ("CRON_REFRESH", "0 2 * * *"),
+            ("CRON_SYNC", "0 3 * * *"),
+            ("RUST_LOG", "info,worker::cron=debug"),
+        ],
     );
     let workers = (0..3).map(|_| fleet.worker()).collect();
     (db, fleet, workers)

@@ -1,13 +1,16 @@
-//! The job runtime: one apalis monitor per process, a worker per queue, the cron producers.
+//! The job runtime: a worker per queue in each process, the cron producers.
 //!
-//! - [`queues`]: the apalis storages and workers (pub/sub plus a short poll on PostgreSQL, a
-//!   short poll on SQLite), a unique worker name per process, orphan rescue within seconds.
+//! - [`queues`]: the queues' workers, a unique worker name per process, their heartbeat.
+//! - [`claim_loop`]: the PostgreSQL queues — claims as slots free up, successes acknowledged in
+//!   groups, LISTEN/NOTIFY plus a short poll, orphan rescue within seconds. SQLite runs
+//!   apalis' own worker.
 //! - [`attempt`]: runs one attempt of a job and writes its end durably (retry with backoff,
 //!   dead, killed, deferred) — what apalis would otherwise re-run at once.
 //! - [`run_log`]: the attempts' run records, written in groups by one task per process.
 //! - [`cron`]: the nightly sweeps, each firing claimed once fleet-wide, missed ones caught up.
 
 pub mod attempt;
+pub mod claim_loop;
 pub mod cron;
 pub mod queues;
 pub mod run_log;
@@ -24,7 +27,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
     pub concurrency: usize,
-    /// Jobs claimed per fetch; near the concurrency, so a worker does not hoard long jobs.
+    /// Most jobs claimed at once: on PostgreSQL never more than the free slots; on SQLite
+    /// apalis claims this many per fetch, so near the concurrency, lest a worker hoard long jobs.
     pub batch: usize,
     /// An attempt running longer is abandoned and retried (platform calls have their own,
     /// shorter timeouts; this bounds the whole job).
@@ -52,6 +56,8 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub cron: cron::CronConfig,
+    /// What runs each attempt: [`attempt::dispatch`], but in benchmarks of the runtime alone.
+    pub handler: attempt::Handler,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +72,7 @@ impl Default for WorkerConfig {
             retry_base: Duration::from_secs(5),
             retry_cap: Duration::from_secs(3600),
             cron: cron::CronConfig::default(),
+            handler: attempt::dispatch,
         }
     }
 }
@@ -102,14 +109,7 @@ pub async fn run_workers(setup: WorkerSetup, shutdown: CancellationToken) -> std
     tracing::info!(worker = %name, database = setup.context.store.backend_name(), queues = "connect, refresh, sync, notify", "worker started");
     let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), shutdown.clone()));
     let keepalive = tokio::spawn(queues::keep_alive(setup.clone(), shutdown.clone()));
-    let monitor = queues::monitor(&setup);
-    let signal = shutdown.clone();
-    let result = monitor
-        .run_with_signal(async move {
-            signal.cancelled().await;
-            Ok(())
-        })
-        .await;
+    let result = queues::run(&setup, shutdown.clone()).await;
     shutdown.cancel();
     let _ = cron.await;
     let _ = keepalive.await;

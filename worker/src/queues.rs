@@ -1,10 +1,11 @@
-//! The apalis side: a storage and a worker per queue, on PostgreSQL or SQLite.
+//! The queues of a process: on PostgreSQL socialsync's claim loop ([`crate::claim_loop`]), on
+//! SQLite apalis' storage and a worker per queue; and the heartbeat that keeps them alive.
 //!
 //! Settings that make apalis meet DESIGN.md §10: queue names from each job's `KIND`; a
-//! heartbeat of `poll_interval`, plus LISTEN/NOTIFY on PostgreSQL; orphans rescued after
-//! `orphan_after`; workers named per process; a failed worker restarted by the monitor.
+//! heartbeat of `poll_interval`; orphans rescued after `orphan_after`; workers named per
+//! process; a failed worker restarted by the monitor.
 //!
-//! Claimed jobs stay `Queued` while they run (`lock_tasks(false)`): the claim already holds
+//! Claimed jobs stay `Queued` while they run (`lock_tasks(false)`; so in the claim loop): the claim already holds
 //! them (`lock_by`, `lock_at`), and the orphan rescue, the dashboard and `end_attempt` treat
 //! `Queued` and `Running` alike. apalis' separate `Running` write is one more row update per
 //! job on PostgreSQL; on SQLite it is worse, a later batched write that does not check
@@ -19,7 +20,6 @@
 use std::sync::Arc;
 
 use apalis::prelude::*;
-use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use jobs::{
     connect, notify, refresh,
@@ -39,7 +39,11 @@ fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 4] {
 /// The apalis handler of every queue: one attempt, its end written by [`crate::attempt`].
 async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<QueueRuntime>>) -> Result<(), BoxDynError> {
     let rt: Arc<QueueRuntime> = (*rt).clone();
-    crate::attempt::run(rt, task_id.to_string(), attempt.current() as i32, args).await.map_err(Into::into)
+    match crate::attempt::run(rt.clone(), task_id.to_string(), attempt.current() as i32, args).await? {
+        // apalis acknowledges the success once this returns.
+        crate::attempt::Ended::Succeeded(run, ending) => rt.runs.end(run, ending).await.map_err(Into::into),
+        crate::attempt::Ended::Recorded => Ok(()),
+    }
 }
 
 /// The apalis worker name of `kind` in this process, on its first run.
@@ -53,7 +57,7 @@ fn worker_name(setup: &WorkerSetup, kind: &str) -> String {
 /// only an old name that stops beating lets the orphan rescue give them to a live worker.
 static CURRENT_NAMES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> = std::sync::LazyLock::new(Default::default);
 
-fn incarnation(first: &str, restarts: usize) -> String {
+pub(crate) fn incarnation(first: &str, restarts: usize) -> String {
     let name = if restarts == 0 { first.to_owned() } else { format!("{first}.{restarts}") };
     CURRENT_NAMES.lock().expect("not poisoned").insert(first.to_owned(), name.clone());
     name
@@ -120,8 +124,43 @@ async fn record_depth(setup: &WorkerSetup) {
     }
 }
 
-/// A monitor with a worker per queue, ready to run.
-pub fn monitor(setup: &WorkerSetup) -> Monitor {
+/// Runs every queue until `shutdown`, then gives running jobs [`SHUTDOWN_GRACE`]: on
+/// PostgreSQL with socialsync's claim loop ([`crate::claim_loop`]), on SQLite with apalis'
+/// monitor and a worker per queue.
+pub async fn run(setup: &WorkerSetup, shutdown: tokio_util::sync::CancellationToken) -> Result<(), String> {
+    let cfg = &setup.config;
+    let runs = crate::run_log::RunLog::new(setup.context.store.clone());
+    let pool = match setup.context.store.pool().clone() {
+        Pool::Postgres(pool) => pool,
+        Pool::Sqlite(pool) => {
+            let signal = async move {
+                shutdown.cancelled().await;
+                Ok(())
+            };
+            return sqlite_monitor(setup, pool, runs).run_with_signal(signal).await.map_err(|e| e.to_string());
+        }
+    };
+    let wakers: std::collections::HashMap<&'static str, Arc<tokio::sync::Notify>> = queues(setup).iter().map(|(kind, _)| (*kind, Default::default())).collect();
+    let listener = tokio::spawn(crate::claim_loop::listen(pool.clone(), wakers.clone(), cfg.poll_interval, shutdown.clone()));
+    let kinds = queues(setup).iter().map(|(kind, _)| *kind).collect();
+    let rescue = tokio::spawn(crate::claim_loop::rescue_loop(pool.clone(), kinds, cfg.poll_interval, cfg.orphan_after, shutdown.clone()));
+    let loops: Vec<_> = queues(setup)
+        .into_iter()
+        .map(|(kind, q)| {
+            let rt = QueueRuntime::new(setup, kind, worker_name(setup, kind), q, runs.clone());
+            tokio::spawn(crate::claim_loop::run_queue(pool.clone(), rt, q, cfg.poll_interval, wakers[kind].clone(), shutdown.clone()))
+        })
+        .collect();
+    for l in loops {
+        l.await.map_err(|e| e.to_string())?;
+    }
+    let _ = listener.await;
+    let _ = rescue.await;
+    Ok(())
+}
+
+/// apalis' monitor with a worker per queue on SQLite, ready to run.
+fn sqlite_monitor(setup: &WorkerSetup, pool: sqlx::SqlitePool, runs: crate::run_log::RunLog) -> Monitor {
     let cfg = &setup.config;
     let missed = (cfg.orphan_after.as_millis() / cfg.poll_interval.as_millis().max(1)).max(2) as usize;
     let mut monitor = Monitor::new()
@@ -130,40 +169,22 @@ pub fn monitor(setup: &WorkerSetup) -> Monitor {
             tracing::error!(worker = %ctx.name(), error = %err, "queue worker failed; restarting it");
             true
         });
-    let runs = crate::run_log::RunLog::new(setup.context.store.clone());
     for (kind, q) in queues(setup) {
         let first = worker_name(setup, kind);
-        let (cx, retry_base, retry_cap, runs) = (setup.context.clone(), cfg.retry_base, cfg.retry_cap, runs.clone());
-        let runtime = move |restarts: usize| {
-            let name = incarnation(&first, restarts);
-            let rt = Arc::new(QueueRuntime { kind, worker_name: name.clone(), cx: cx.clone(), retry_base, retry_cap, timeout: q.timeout, runs: runs.clone() });
-            (name, rt)
-        };
         let poll = cfg.poll_interval;
-        monitor = match setup.context.store.pool().clone() {
-            Pool::Postgres(pool) => monitor.register(move |restarts| {
-                let (name, rt) = runtime(restarts);
-                let config = apalis_postgres::Config::default()
-                    .lock_tasks(false)
-                    .queue(kind)
-                    .batch_size(q.batch.max(1))
-                    .heartbeat_interval(poll)
-                    .missed_heartbeats(missed);
-                let storage = PostgresStorage::<Value>::new(&pool).with_config(config).with_pubsub().poll_with_interval(poll);
-                WorkerBuilder::new(name).backend(storage).data(rt).concurrency(q.concurrency.max(1)).build(handle)
-            }),
-            Pool::Sqlite(pool) => monitor.register(move |restarts| {
-                let (name, rt) = runtime(restarts);
-                let config = apalis_sqlite::Config::default()
-                    .lock_tasks(false)
-                    .queue(kind)
-                    .batch_size(q.batch.max(1))
-                    .heartbeat_interval(poll)
-                    .missed_heartbeats(missed);
-                let storage = SqliteStorage::<Value>::new(&pool).with_config(config).poll_with_interval(poll);
-                WorkerBuilder::new(name).backend(storage).data(rt).concurrency(q.concurrency.max(1)).build(handle)
-            }),
-        };
+        let (pool, setup, runs) = (pool.clone(), setup.clone(), runs.clone());
+        monitor = monitor.register(move |restarts| {
+            let name = incarnation(&first, restarts);
+            let rt = QueueRuntime::new(&setup, kind, name.clone(), q, runs.clone());
+            let config = apalis_sqlite::Config::default()
+                .lock_tasks(false)
+                .queue(kind)
+                .batch_size(q.batch.max(1))
+                .heartbeat_interval(poll)
+                .missed_heartbeats(missed);
+            let storage = SqliteStorage::<Value>::new(&pool).with_config(config).poll_with_interval(poll);
+            WorkerBuilder::new(name).backend(storage).data(rt).concurrency(q.concurrency.max(1)).build(handle)
+        });
     }
     monitor
 }

@@ -48,6 +48,16 @@ pub struct JobRunEnd {
     pub at: Timestamp,
 }
 
+/// How an attempt ended, for a run recorded whole at its end ([`Store::record_job_runs`]).
+/// `error` must be free of secrets.
+#[derive(Clone, Debug)]
+pub struct JobRunEnding {
+    pub outcome: JobOutcome,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct JobRun {
     pub id: i64,
@@ -89,28 +99,41 @@ impl Store {
     }
 
     /// Records the starts of several attempts in one statement (each with its instant);
-    /// returns their run ids, in order. Used by the worker runtime to write the starts of
-    /// concurrent attempts together (see `worker::run_log`).
+    /// returns their run ids, in order.
     pub async fn start_job_runs(&self, runs: &[(JobRunStart<'_>, Timestamp)]) -> Result<Vec<i64>> {
+        let runs: Vec<_> = runs.iter().map(|(r, at)| (r.clone(), *at, None)).collect();
+        self.record_job_runs(&runs).await
+    }
+
+    /// Records several attempts in one statement: each started at its instant and, if its
+    /// ending is given, ended (an attempt recorded whole, once over). Returns their run ids,
+    /// in order. Used by the worker runtime to write the runs of concurrent attempts together
+    /// (see `worker::run_log`).
+    pub async fn record_job_runs(&self, runs: &[(JobRunStart<'_>, Timestamp, Option<&JobRunEnding>)]) -> Result<Vec<i64>> {
         const PG: &str = "
-            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at)
-            SELECT r.queue, r.job_id, r.account_id, r.attempt, r.worker, r.started_at FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::text[], $6::int8[]) WITH ORDINALITY
-                AS r (queue, job_id, account_id, attempt, worker, started_at, ord),
+            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at, finished_at, outcome, error_class, error)
+            SELECT r.queue, r.job_id, r.account_id, r.attempt, r.worker, r.started_at, r.finished_at, r.outcome, r.error_class, r.error
+            FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY
+                AS r (queue, job_id, account_id, attempt, worker, started_at, finished_at, outcome, error_class, error, ord),
                 (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
             ORDER BY r.ord
             RETURNING id";
         const LITE: &str = "
-            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+            INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at, finished_at, outcome, error_class, error)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
         match self.pool() {
             super::Pool::Postgres(p) => {
                 let mut ids: Vec<i64> = sqlx::query_scalar(PG)
-                    .bind(runs.iter().map(|(r, _)| r.queue).collect::<Vec<_>>())
-                    .bind(runs.iter().map(|(r, _)| r.job_id).collect::<Vec<_>>())
-                    .bind(runs.iter().map(|(r, _)| r.account_id.map(|a| a.0)).collect::<Vec<_>>())
-                    .bind(runs.iter().map(|(r, _)| r.attempt).collect::<Vec<_>>())
-                    .bind(runs.iter().map(|(r, _)| r.worker).collect::<Vec<_>>())
-                    .bind(runs.iter().map(|(_, at)| at.millis()).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, ..)| r.queue).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, ..)| r.job_id).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, ..)| r.account_id.map(|a| a.0)).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, ..)| r.attempt).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(r, ..)| r.worker).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(_, at, _)| at.millis()).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(.., e)| e.map(|e| e.at.millis())).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(.., e)| e.map(|e| e.outcome.as_str())).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(.., e)| e.and_then(|e| e.error_class.as_deref())).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|(.., e)| e.and_then(|e| e.error.as_deref())).collect::<Vec<_>>())
                     .fetch_all(p)
                     .await?;
                 // The identity is drawn row by row in the insert's order (`ORDER BY ord`), so
@@ -120,10 +143,11 @@ impl Store {
             }
             super::Pool::Sqlite(_) => write_tx!(self, tx => {
                 let mut ids = Vec::with_capacity(runs.len());
-                for (run, at) in runs {
+                for (run, at, end) in runs {
                     ids.push(sqlx::query_scalar(LITE)
-                        .bind(run.queue).bind(run.job_id).bind(run.account_id).bind(run.attempt)
-                        .bind(run.worker).bind(*at).fetch_one(&mut *tx).await?);
+                        .bind(run.queue).bind(run.job_id).bind(run.account_id).bind(run.attempt).bind(run.worker).bind(*at)
+                        .bind(end.map(|e| e.at)).bind(end.map(|e| e.outcome)).bind(end.and_then(|e| e.error_class.as_deref())).bind(end.and_then(|e| e.error.as_deref()))
+                        .fetch_one(&mut *tx).await?);
                 }
                 tx.commit().await?;
                 Ok(ids)

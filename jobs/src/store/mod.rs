@@ -49,6 +49,7 @@ macro_rules! write_tx {
 #[macro_use]
 mod outbox;
 mod accounts;
+pub mod claims;
 mod cron;
 mod job_runs;
 mod job_search;
@@ -64,7 +65,7 @@ mod sync_data;
 
 pub use accounts::{Account, NewAccount, RefreshedTokens};
 pub use cron::CronRun;
-pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunStart};
+pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunEnding, JobRunStart};
 pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
 pub use ops_reads::{AccountFilter, AccountRow, DayOutcomes, NightlySync};
 pub use overview::{EXACT_COUNTS_BELOW, MinuteCounts, QueueCounts};

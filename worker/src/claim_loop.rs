@@ -1,0 +1,316 @@
+//! The PostgreSQL queues, run by socialsync's own loop rather than apalis' worker.
+//!
+//! Why: apalis' worker claims a batch, waits until it is drained, then claims again, and
+//! acknowledges through the same state machine between fetches; once handlers take a few
+//! milliseconds (ours wait for their run records) it runs at half its no-op rate, and every
+//! claim waits for the slowest job of the previous batch (BENCHMARKS.md, throughput). Here:
+//! - a claim is made as soon as a slot is free, for as many jobs as slots are free
+//!   (`apalis.get_jobs`, the same claim apalis makes; at most `batch`);
+//! - a slot is freed when the handler ends, before its acknowledgement is written: successes
+//!   are acknowledged in groups ([`jobs::group`]), each job `Done` and its run record ended in
+//!   one statement ([`claims::acknowledge`]); at most [`OPEN_PER_SLOT`] × concurrency jobs are
+//!   claimed and not yet acknowledged;
+//! - idle, it wakes on apalis' insert notification (LISTEN) or every `poll_interval`;
+//! - every `poll_interval` the process rescues the jobs of its queues' dead workers, as
+//!   apalis does, in one statement.
+//!
+//! The table, the states and the rescue are apalis' own (DESIGN.md §5.1 holds as before: a
+//! claimed job is `Queued` with `lock_by` set until its end is written; a worker whose process
+//! stops beating (`queues::keep_alive`) has its jobs put back). SQLite keeps apalis' worker.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use jobs::{
+    group::Grouped,
+    store::claims::{self, Claimed, Success, WholeRun},
+};
+use sqlx::PgPool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    QueueConfig, SHUTDOWN_GRACE,
+    attempt::{Ended, QueueRuntime},
+    run_log::Run,
+};
+
+/// Claimed jobs not yet acknowledged, per slot of concurrency.
+const OPEN_PER_SLOT: usize = 4;
+/// At most this many acknowledgements share a statement.
+const MAX_ACK_GROUP: usize = 512;
+
+/// One queue's loop: claims, runs and acknowledges until `shutdown`, then gives running
+/// attempts [`SHUTDOWN_GRACE`] to end.
+pub async fn run_queue(
+    pool: PgPool,
+    rt: Arc<QueueRuntime>,
+    q: QueueConfig,
+    poll: Duration,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let kind = rt.kind;
+    let first = rt.worker_name.clone();
+    let (mut rt, mut restarts, mut registered) = (rt, 0, false);
+    let acks = {
+        let pool = pool.clone();
+        Grouped::new(MAX_ACK_GROUP, move |done: Vec<Success>| {
+            let pool = pool.clone();
+            async move {
+                claims::acknowledge(&pool, kind, &done)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+    };
+    let concurrency = q.concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let open_max = concurrency * OPEN_PER_SLOT;
+    let open = Arc::new(Semaphore::new(open_max));
+    loop {
+        if !registered {
+            if let Err(e) = claims::register_worker(&pool, &rt.worker_name, kind).await {
+                tracing::warn!(worker = %rt.worker_name, error = %e, "cannot register the queue worker; trying again");
+                if pause(poll, &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+            registered = true;
+        }
+        let first_slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            p = both(&slots, &open) => p,
+        };
+        let mut permits = vec![first_slot];
+        while permits.len() < q.batch.max(1) {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(open) = open.clone().try_acquire_owned() else {
+                break;
+            };
+            permits.push((slot, open));
+        }
+        match claims::claim(&pool, &rt.worker_name, kind, permits.len()).await {
+            Ok(jobs) => {
+                let idle = jobs.is_empty();
+                for (job, permits) in jobs.into_iter().zip(permits.drain(..)) {
+                    tokio::spawn(attempt(
+                        pool.clone(),
+                        rt.clone(),
+                        acks.clone(),
+                        job,
+                        permits,
+                        shutdown.clone(),
+                    ));
+                }
+                drop(permits);
+                if idle {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                drop(permits);
+                // A claim cut off with its connection may have committed: jobs locked by this
+                // name that no attempt runs. Go on under a new name, so the old one stops
+                // beating and the rescue gives its jobs to a live worker, as for a crashed
+                // process (attempts still running under it end as usual, unless rescued first).
+                if e.is_unavailable() {
+                    restarts += 1;
+                    let name = crate::queues::incarnation(&first, restarts);
+                    tracing::warn!(worker = %rt.worker_name, error = %e, new_name = %name, "lost the database while claiming jobs; claiming again under a new name");
+                    rt = Arc::new(QueueRuntime {
+                        worker_name: name,
+                        ..(*rt).clone()
+                    });
+                    registered = false;
+                } else {
+                    tracing::warn!(worker = %rt.worker_name, error = %e, "cannot claim jobs; trying again");
+                }
+                if pause(poll, &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    // Every attempt holds an `open` permit until its end is written: taking them all is
+    // waiting for the last.
+    if tokio::time::timeout(SHUTDOWN_GRACE, open.acquire_many(open_max as u32))
+        .await
+        .is_err()
+    {
+        tracing::warn!(worker = %rt.worker_name, "attempts still running after the grace period; their jobs will be rescued and run again");
+    }
+}
+
+/// A free slot and room for one more claimed job.
+async fn both(
+    slots: &Arc<Semaphore>,
+    open: &Arc<Semaphore>,
+) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+    let open = open.clone().acquire_owned().await.expect("never closed");
+    let slot = slots.clone().acquire_owned().await.expect("never closed");
+    (slot, open)
+}
+
+/// Sleeps `d`; true if shutdown came first.
+async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// One attempt of a claimed job, then its acknowledgement. A write that fails is tried again
+/// (every `RETRY_WRITE`) while the process runs: the job stays claimed until it is written, and
+/// if the process stops first, the rescue runs it again.
+async fn attempt(
+    pool: PgPool,
+    rt: Arc<QueueRuntime>,
+    acks: Grouped<Success, bool>,
+    job: Claimed,
+    (slot, _open): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    shutdown: CancellationToken,
+) {
+    const RETRY_WRITE: Duration = Duration::from_secs(1);
+    let Claimed {
+        id,
+        payload,
+        attempt,
+    } = job;
+    let ended = crate::attempt::run(rt.clone(), id.clone(), attempt, payload).await;
+    drop(slot);
+    match ended {
+        Ok(Ended::Recorded) => {}
+        Ok(Ended::Succeeded(run, ending)) => {
+            let run = match run {
+                Run::Started(run_id) => Ok(run_id),
+                Run::Whole(s) => Err(WholeRun {
+                    account_id: s.account_id,
+                    worker: s.worker,
+                    started_at: s.at,
+                }),
+            };
+            let done = Success {
+                job_id: id,
+                worker: rt.worker_name.clone(),
+                attempt,
+                at: ending.at,
+                run,
+            };
+            loop {
+                match acks.call(done.clone()).await {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        tracing::warn!(job.id = %done.job_id, "the job was rescued from this worker meanwhile; its success is not recorded on it");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job.id = %done.job_id, error = %e, "cannot acknowledge the job; trying again")
+                    }
+                }
+                if pause(RETRY_WRITE, &shutdown).await {
+                    break;
+                }
+            }
+        }
+        // The attempt's start or end could not be written: put the job back unchanged, to be
+        // claimed again (handlers are idempotent).
+        Err(e) => {
+            tracing::warn!(job.id = %id, error = %e, "cannot record the attempt; putting the job back");
+            while let Err(e) =
+                claims::release(&pool, &rt.worker_name, std::slice::from_ref(&id)).await
+            {
+                tracing::warn!(job.id = %id, error = %e, "cannot put the job back; trying again");
+                if pause(RETRY_WRITE, &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Puts back the jobs of `queues`' dead workers, every `poll`: one statement for all.
+pub async fn rescue_loop(
+    pool: PgPool,
+    queues: Vec<&'static str>,
+    poll: Duration,
+    orphan_after: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match claims::rescue_orphans(&pool, &queues, orphan_after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                "rescued the jobs of a worker that stopped beating"
+            ),
+            Err(e) => tracing::debug!(error = %e, "cannot rescue orphaned jobs"),
+        }
+        if pause(poll, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Wakes each queue's loop when apalis' insert trigger announces a due job of its queue
+/// (LISTEN `apalis::job::insert`); reconnects after a lost connection.
+pub async fn listen(
+    pool: PgPool,
+    wakers: HashMap<&'static str, Arc<Notify>>,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
+    #[derive(serde::Deserialize)]
+    struct Inserted {
+        job_type: String,
+    }
+    'connect: loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot listen for new jobs; polling meanwhile");
+                if pause(poll, &shutdown).await {
+                    return;
+                }
+                continue 'connect;
+            }
+        };
+        if let Err(e) = listener.listen("apalis::job::insert").await {
+            tracing::debug!(error = %e, "cannot listen for new jobs; polling meanwhile");
+            if pause(poll, &shutdown).await {
+                return;
+            }
+            continue 'connect;
+        }
+        loop {
+            let note = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.recv() => n,
+            };
+            match note {
+                Ok(n) => {
+                    if let Some(w) = serde_json::from_str::<Inserted>(n.payload())
+                        .ok()
+                        .and_then(|i| wakers.get(i.job_type.as_str()))
+                    {
+                        w.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "lost the new-job notifications; reconnecting");
+                    if pause(poll, &shutdown).await {
+                        return;
+                    }
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}
