@@ -5,11 +5,12 @@
 //! heartbeat of `poll_interval`; orphans rescued after `orphan_after`; workers named per
 //! process; a failed worker restarted by the monitor.
 //!
-//! Claimed jobs stay `Queued` while they run (`lock_tasks(false)`; so in the claim loop): the claim already holds
-//! them (`lock_by`, `lock_at`), and the orphan rescue, the dashboard and `end_attempt` treat
-//! `Queued` and `Running` alike. apalis' separate `Running` write is one more row update per
-//! job on PostgreSQL; on SQLite it is worse, a later batched write that does not check
-//! `run_at`, so it could land after the attempt's end and re-lock a job waiting for its retry.
+//! Claimed jobs stay `Queued` while they run (`lock_tasks(false)`, as in the claim loop): the
+//! claim already holds them (`lock_by`, `lock_at`), and the orphan rescue, the dashboard and
+//! `end_attempt` treat `Queued` and `Running` alike. apalis' separate `Running` write would be
+//! one more row update per job; on SQLite it is worse, a later batched write that does not
+//! check `run_at`, so it could land after the attempt's end and re-lock a job waiting for its
+//! retry.
 //!
 //! Every storage is also woken every `poll_interval` (`poll_with_interval`). apalis fetches
 //! when its heartbeat timer fires, but a timer that fires while a fetch is in flight is not
@@ -36,7 +37,7 @@ fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 4] {
     [(connect::KIND, c.connect), (refresh::KIND, c.refresh), (sync::KIND, c.sync), (notify::KIND, c.notify)]
 }
 
-/// The apalis handler of every queue: one attempt, its end written by [`crate::attempt`].
+/// The apalis handler of every SQLite queue: one attempt, its end written by [`crate::attempt`].
 async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<QueueRuntime>>) -> Result<(), BoxDynError> {
     let rt: Arc<QueueRuntime> = (*rt).clone();
     match crate::attempt::run(rt.clone(), task_id.to_string(), attempt.current() as i32, args).await? {
