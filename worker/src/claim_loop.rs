@@ -167,9 +167,7 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// One attempt of a claimed job, then its acknowledgement. A write that fails is tried again
-/// (every `RETRY_WRITE`) while the process runs: the job stays claimed until it is written, and
-/// if the process stops first, the rescue runs it again.
+/// One attempt of a claimed job, then its acknowledgement (see [`until_written`]).
 async fn attempt(
     pool: PgPool,
     rt: Arc<QueueRuntime>,
@@ -178,7 +176,6 @@ async fn attempt(
     (slot, _open): (OwnedSemaphorePermit, OwnedSemaphorePermit),
     shutdown: CancellationToken,
 ) {
-    const RETRY_WRITE: Duration = Duration::from_secs(1);
     let Claimed {
         id,
         payload,
@@ -204,34 +201,36 @@ async fn attempt(
                 at: ending.at,
                 run,
             };
-            loop {
-                match acks.call(done.clone()).await {
-                    Ok(true) => break,
-                    Ok(false) => {
-                        tracing::warn!(job.id = %done.job_id, "the job was rescued from this worker meanwhile; its success is not recorded on it");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(job.id = %done.job_id, error = %e, "cannot acknowledge the job; trying again")
-                    }
-                }
-                if pause(RETRY_WRITE, &shutdown).await {
-                    break;
-                }
+            let held = until_written(&shutdown, &format!("cannot acknowledge job {}", done.job_id), || acks.call(done.clone())).await;
+            if held == Some(false) {
+                tracing::warn!(job.id = %done.job_id, "the job was rescued from this worker meanwhile; its success is not recorded on it");
             }
         }
         // The attempt's start or end could not be written: put the job back unchanged, to be
         // claimed again (handlers are idempotent).
         Err(e) => {
             tracing::warn!(job.id = %id, error = %e, "cannot record the attempt; putting the job back");
-            while let Err(e) =
-                claims::release(&pool, &rt.worker_name, std::slice::from_ref(&id)).await
-            {
-                tracing::warn!(job.id = %id, error = %e, "cannot put the job back; trying again");
-                if pause(RETRY_WRITE, &shutdown).await {
-                    break;
-                }
-            }
+            let ids = std::slice::from_ref(&id);
+            until_written(&shutdown, &format!("cannot put job {id} back"), || claims::release(&pool, &rt.worker_name, ids)).await;
+        }
+    }
+}
+
+/// Runs `write` until it succeeds, every second, while the process runs (None if shutdown
+/// came first): the job stays claimed until its end is written, and if the process stops
+/// first, the rescue runs it again.
+async fn until_written<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut write: impl FnMut() -> F,
+) -> Option<T> {
+    loop {
+        match write().await {
+            Ok(v) => return Some(v),
+            Err(e) => tracing::warn!(error = %e, "{what}; trying again"),
+        }
+        if pause(Duration::from_secs(1), shutdown).await {
+            return None;
         }
     }
 }
