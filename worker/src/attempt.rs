@@ -177,19 +177,20 @@ async fn run_in_span(rt: &QueueRuntime, job_id: &str, attempt: i32, account_id: 
             }
         }
     };
-    if let Some(end) = &end {
-        // The attempt is counted here, except for a deferral, which never ran.
-        let counted = if matches!(end, AttemptEnd::Defer { .. }) { attempt - 1 } else { attempt };
-        let held = cx.store.end_attempt(job_id, &rt.worker_name, counted, end).await.map_err(|e| e.to_string())?;
-        if !held {
-            tracing::warn!("the job was rescued from this worker meanwhile; its end is not recorded");
-        }
-    }
     metrics::counter!("socialsync_job_attempts_total", "queue" => rt.kind, "outcome" => outcome.as_str()).increment(1);
     metrics::histogram!("socialsync_job_duration_seconds", "queue" => rt.kind).record(began.elapsed().as_secs_f64());
     let ending = crate::run_log::Ending { outcome, error_class: class.map(str::to_owned), error: message, at: now };
-    if end.is_none() {
+    let Some(end) = end else {
         return Ok(Ended::Succeeded(run, ending));
+    };
+    // The run record first, as for a success: whoever sees the job's end (the dashboard, the
+    // API, a test) sees its whole history. A crash in between only reruns the attempt.
+    rt.runs.end(run, ending).await?;
+    // The attempt is counted here, except for a deferral, which never ran.
+    let counted = if matches!(end, AttemptEnd::Defer { .. }) { attempt - 1 } else { attempt };
+    let held = cx.store.end_attempt(job_id, &rt.worker_name, counted, &end).await.map_err(|e| e.to_string())?;
+    if !held {
+        tracing::warn!("the job was rescued from this worker meanwhile; its end is not recorded");
     }
-    rt.runs.end(run, ending).await.map(|()| Ended::Recorded)
+    Ok(Ended::Recorded)
 }

@@ -251,7 +251,7 @@ both_backends! {
         let runs = db.store.job_runs(&job.id).await.unwrap();
         assert_eq!(runs.len(), sync::MAX_ATTEMPTS as usize, "exactly its attempt limit");
         assert_eq!(runs.iter().map(|r| r.attempt).collect::<Vec<_>>(), (1..=sync::MAX_ATTEMPTS).collect::<Vec<_>>());
-        assert!(runs.iter().all(|r| r.error_class.as_deref() == Some("transient")));
+        assert!(runs.iter().all(|r| r.error_class.as_deref() == Some("transient")), "every attempt ended transient: {runs:?}");
         let gaps: Vec<i64> = runs.windows(2).map(|w| w[1].started_at.millis() - w[0].started_at.millis()).collect();
         assert!(gaps.last() > gaps.first(), "gaps grow: {gaps:?}");
         let account = db.store.account(id).await.unwrap().unwrap();
