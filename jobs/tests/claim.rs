@@ -85,6 +85,43 @@ async fn a_job_leaving_its_claim_leaves_its_worker_too() {
 }
 
 #[tokio::test]
+async fn the_queue_table_has_no_twin_indexes_and_files_only_claimed_jobs_by_worker() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL store") };
+    // Migration 0006: every claim and end of a job writes an entry to each full index.
+    let twins: Vec<String> = sqlx::query_scalar(
+        "SELECT string_agg(indexrelid::regclass::text, ' = ') FROM pg_index WHERE indrelid = 'apalis.jobs'::regclass
+         GROUP BY indkey::text, indclass::text, coalesce(pg_get_expr(indpred, indrelid), ''), coalesce(pg_get_expr(indexprs, indrelid), '')
+         HAVING count(*) > 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(twins.is_empty(), "indexes with the same definition: {twins:?}");
+    let predicate = |index: &'static str| {
+        sqlx::query_scalar::<_, Option<String>>("SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = $1::regclass")
+            .bind(index)
+            .fetch_one(pool)
+    };
+    assert_eq!(predicate("apalis.socialsync_jobs_lock_by").await.unwrap().as_deref(), Some("(lock_by IS NOT NULL)"));
+    assert_eq!(predicate("apalis.socialsync_jobs_idempotency_key").await.unwrap().as_deref(), Some("(idempotency_key IS NOT NULL)"));
+
+    // The partial index still serves a worker's jobs...
+    let jobs: Vec<_> = (0..2).map(|i| sync::job(AccountId(i), sync::SyncReason::Manual, Timestamp::now())).collect();
+    db.store.enqueue_many(&jobs).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT id FROM apalis.jobs WHERE lock_by = 'w1'").fetch_all(&mut *conn).await.unwrap();
+    assert!(plan.join("\n").contains("socialsync_jobs_lock_by"), "{plan:?}");
+    // ...and idempotency keys stay unique.
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id").fetch_all(pool).await.unwrap();
+    let key = |id: &str| sqlx::query("UPDATE apalis.jobs SET idempotency_key = 'k' WHERE id = $1").bind(id.to_owned()).execute(pool);
+    key(&ids[0]).await.unwrap();
+    let second = key(&ids[1]).await.expect_err("a second job with the same key");
+    assert!(second.to_string().contains("socialsync_jobs_idempotency_key"), "{second}");
+}
+
+#[tokio::test]
 async fn the_claim_loop_acknowledges_in_groups_with_run_records_and_rescues_the_dead() {
     let db = TestDb::new(Backend::Postgres).await;
     let Pool::Postgres(pool) = db.store.pool() else {
