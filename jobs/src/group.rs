@@ -30,13 +30,40 @@ impl<Req: Send + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
     /// order; an error answers the whole group.
     pub fn new<W, Fut>(max: usize, write: W) -> Self
     where
-        W: Fn(Vec<Req>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<Resp>, String>> + Send,
+        W: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Resp>, String>> + Send + 'static,
     {
-        let (requests, mut rx) = mpsc::unbounded_channel::<(Req, Reply<Resp>)>();
-        tokio::spawn(async move {
-            let mut group = Vec::with_capacity(max);
-            while rx.recv_many(&mut group, max).await > 0 {
+        Self::with_writers(max, 1, write)
+    }
+
+    /// As [`Grouped::new`], with up to `writers` groups written at once: while one statement
+    /// runs, the next group gathers and starts on another connection (the requests of
+    /// different groups must not conflict).
+    pub fn with_writers<W, Fut>(max: usize, writers: usize, write: W) -> Self
+    where
+        W: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Resp>, String>> + Send + 'static,
+    {
+        let (requests, rx) = mpsc::unbounded_channel::<(Req, Reply<Resp>)>();
+        let (rx, write) = (std::sync::Arc::new(tokio::sync::Mutex::new(rx)), std::sync::Arc::new(write));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(Self::writer(rx.clone(), max, write.clone()));
+        }
+        Self { requests }
+    }
+
+    async fn writer<W, Fut>(rx: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(Req, Reply<Resp>)>>>, max: usize, write: std::sync::Arc<W>)
+    where
+        W: Fn(Vec<Req>) -> Fut,
+        Fut: Future<Output = Result<Vec<Resp>, String>>,
+    {
+        let mut group = Vec::with_capacity(max);
+        loop {
+            // The lock is held only while gathering a group, not while writing it.
+            if rx.lock().await.recv_many(&mut group, max).await == 0 {
+                return;
+            }
+            {
                 let (reqs, replies): (Vec<Req>, Vec<Reply<Resp>>) = group.drain(..).unzip();
                 match write(reqs).await {
                     Ok(answers) if answers.len() == replies.len() => {
@@ -49,8 +76,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
                     Err(e) => replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone())))),
                 }
             }
-        });
-        Self { requests }
+        }
     }
 
     /// Queues `req` for the next group and waits for its answer.
@@ -58,5 +84,38 @@ impl<Req: Send + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
         let (tx, rx) = oneshot::channel();
         self.requests.send((req, tx)).map_err(|_| STOPPED.to_owned())?;
         rx.await.map_err(|_| STOPPED.to_owned())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::Grouped;
+
+    /// A writer that waits until `writers` groups are being written at once.
+    fn meeting(writers: usize) -> Grouped<u32, u32> {
+        let all_in = Arc::new(tokio::sync::Barrier::new(2));
+        Grouped::with_writers(1, writers, move |reqs: Vec<u32>| {
+            let all_in = all_in.clone();
+            async move {
+                all_in.wait().await;
+                Ok(reqs.into_iter().map(|r| r * 10).collect())
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn two_writers_write_two_groups_at_once_and_answer_each_caller() {
+        let g = meeting(2);
+        let (a, b) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(g.call(1), g.call(2)) }).await.expect("both groups written together");
+        assert_eq!((a.unwrap(), b.unwrap()), (10, 20));
+    }
+
+    #[tokio::test]
+    async fn one_writer_writes_one_group_at_a_time() {
+        let g = meeting(1);
+        let both = tokio::time::timeout(Duration::from_millis(300), async { tokio::join!(g.call(1), g.call(2)) }).await;
+        assert!(both.is_err(), "the second group waited for the first");
     }
 }

@@ -38,6 +38,8 @@ use crate::{
 const OPEN_PER_SLOT: usize = 4;
 /// At most this many acknowledgements share a statement.
 const MAX_ACK_GROUP: usize = 512;
+/// Acknowledgement statements of a queue running at once (their jobs never overlap).
+const ACK_WRITERS: usize = 2;
 
 /// One queue's loop: claims, runs and acknowledges until `shutdown`, then gives running
 /// attempts [`SHUTDOWN_GRACE`] to end.
@@ -54,7 +56,7 @@ pub async fn run_queue(
     let (mut rt, mut restarts, mut registered) = (rt, 0, false);
     let acks = {
         let pool = pool.clone();
-        Grouped::new(MAX_ACK_GROUP, move |done: Vec<Success>| {
+        Grouped::with_writers(MAX_ACK_GROUP, ACK_WRITERS, move |done: Vec<Success>| {
             let pool = pool.clone();
             async move {
                 claims::acknowledge(&pool, kind, &done)
