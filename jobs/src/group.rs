@@ -5,14 +5,15 @@
 //! workers' run records and the API's rate-limit hits, where many requests write the same
 //! small table at once.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
+type Requests<Req, Resp> = Arc<Mutex<mpsc::UnboundedReceiver<(Req, Reply<Resp>)>>>;
 
-/// A writer of `Req`s in groups, each answered with a `Resp`; cheap to clone. Its task (on the
-/// tokio runtime it was created on) ends with the last clone.
+/// A writer of `Req`s in groups, each answered with a `Resp`; cheap to clone. Its tasks (on the
+/// tokio runtime it was created on) end with the last clone.
 pub struct Grouped<Req, Resp> {
     requests: mpsc::UnboundedSender<(Req, Reply<Resp>)>,
 }
@@ -45,36 +46,31 @@ impl<Req: Send + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
         Fut: Future<Output = Result<Vec<Resp>, String>> + Send + 'static,
     {
         let (requests, rx) = mpsc::unbounded_channel::<(Req, Reply<Resp>)>();
-        let (rx, write) = (std::sync::Arc::new(tokio::sync::Mutex::new(rx)), std::sync::Arc::new(write));
+        let (rx, write) = (Arc::new(Mutex::new(rx)), Arc::new(write));
         for _ in 0..writers.max(1) {
             tokio::spawn(Self::writer(rx.clone(), max, write.clone()));
         }
         Self { requests }
     }
 
-    async fn writer<W, Fut>(rx: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(Req, Reply<Resp>)>>>, max: usize, write: std::sync::Arc<W>)
+    async fn writer<W, Fut>(rx: Requests<Req, Resp>, max: usize, write: Arc<W>)
     where
         W: Fn(Vec<Req>) -> Fut,
         Fut: Future<Output = Result<Vec<Resp>, String>>,
     {
         let mut group = Vec::with_capacity(max);
-        loop {
-            // The lock is held only while gathering a group, not while writing it.
-            if rx.lock().await.recv_many(&mut group, max).await == 0 {
-                return;
-            }
-            {
-                let (reqs, replies): (Vec<Req>, Vec<Reply<Resp>>) = group.drain(..).unzip();
-                match write(reqs).await {
-                    Ok(answers) if answers.len() == replies.len() => {
-                        replies.into_iter().zip(answers).for_each(|(reply, a)| drop(reply.send(Ok(a))));
-                    }
-                    Ok(answers) => {
-                        let e = format!("a group of {} got {} answers", replies.len(), answers.len());
-                        replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone()))));
-                    }
-                    Err(e) => replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone())))),
+        // The receiver is held only while a group gathers, not while it is written.
+        while rx.lock().await.recv_many(&mut group, max).await > 0 {
+            let (reqs, replies): (Vec<Req>, Vec<Reply<Resp>>) = group.drain(..).unzip();
+            match write(reqs).await {
+                Ok(answers) if answers.len() == replies.len() => {
+                    replies.into_iter().zip(answers).for_each(|(reply, a)| drop(reply.send(Ok(a))));
                 }
+                Ok(answers) => {
+                    let e = format!("a group of {} got {} answers", replies.len(), answers.len());
+                    replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone()))));
+                }
+                Err(e) => replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone())))),
             }
         }
     }
