@@ -2,8 +2,8 @@
 //!
 //! Each caller still waits for its own answer, so nothing is acknowledged before it is
 //! written; but N concurrent callers cost about one statement instead of N. Used for the
-//! workers' run records and the API's rate-limit hits, where many requests write the same
-//! small table at once.
+//! workers' run records, the claim loop's acknowledgements (two writers a queue) and the API's
+//! rate-limit hits, where many requests write the same small table at once.
 
 use std::{future::Future, sync::Arc};
 
