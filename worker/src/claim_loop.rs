@@ -5,7 +5,8 @@
 //! milliseconds (ours wait for their run records) it runs at half its no-op rate, and every
 //! claim waits for the slowest job of the previous batch (BENCHMARKS.md, throughput). Here:
 //! - a claim is made as soon as a slot is free, for as many jobs as slots are free
-//!   (`apalis.get_jobs`, the same claim apalis makes; at most `batch`);
+//!   (`apalis.get_jobs`, the same claim apalis makes; at most `batch`), with up to
+//!   [`CLAIMS_IN_FLIGHT`] claims under way at once;
 //! - a slot is freed when the handler ends, before its acknowledgement is written: successes
 //!   are acknowledged in groups ([`jobs::group`]), each job `Done` and its run record ended in
 //!   one statement ([`claims::acknowledge`]); at most [`OPEN_PER_SLOT`] × concurrency jobs are
@@ -19,6 +20,8 @@
 //! stops beating (`queues::keep_alive`) has its jobs put back). SQLite keeps apalis' worker.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use jobs::{
     group::Grouped,
@@ -40,6 +43,10 @@ const OPEN_PER_SLOT: usize = 4;
 const MAX_ACK_GROUP: usize = 512;
 /// Acknowledgement statements of a queue running at once (their jobs never overlap).
 const ACK_WRITERS: usize = 2;
+/// Claim statements of a queue running at once (`SKIP LOCKED`: they never claim the same job).
+/// One at a time, a claim's round trip bounded the queue: at concurrency 64 on no-op jobs it
+/// took 3.7 ms for 31 jobs (BENCHMARKS.md, session 10).
+const CLAIMS_IN_FLIGHT: usize = 2;
 
 /// One queue's loop: claims, runs and acknowledges until `shutdown`, then gives running
 /// attempts [`SHUTDOWN_GRACE`] to end.
@@ -69,8 +76,17 @@ pub async fn run_queue(
     let slots = Arc::new(Semaphore::new(concurrency));
     let open_max = concurrency * OPEN_PER_SLOT;
     let open = Arc::new(Semaphore::new(open_max));
+    // Claims in flight, each with the worker it claims for and the permits of its jobs.
+    let mut in_flight = FuturesUnordered::new();
+    // No new claim before this instant: after a claim that found nothing (an insert
+    // notification ends the wait early: `true`) or one that failed (`false`).
+    let mut resume: Option<(tokio::time::Instant, bool)> = None;
     loop {
         if !registered {
+            // Under a new name only once the old name's claims are in and their jobs started.
+            while let Some(claim) = in_flight.next().await {
+                started(&pool, &acks, claim, &shutdown);
+            }
             if let Err(e) = claims::register_worker(&pool, &rt.worker_name, kind).await {
                 tracing::warn!(worker = %rt.worker_name, error = %e, "cannot register the queue worker; trying again");
                 if pause(poll, &shutdown).await {
@@ -80,66 +96,62 @@ pub async fn run_queue(
             }
             registered = true;
         }
-        let first_slot = tokio::select! {
+        let paused = resume.is_some();
+        let (until, wakeable) = resume.unwrap_or((tokio::time::Instant::now(), false));
+        tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            p = both(&slots, &open) => p,
-        };
-        let mut permits = vec![first_slot];
-        while permits.len() < q.batch.max(1) {
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                break;
-            };
-            let Ok(open) = open.clone().try_acquire_owned() else {
-                break;
-            };
-            permits.push((slot, open));
-        }
-        match claims::claim(&pool, &rt.worker_name, kind, permits.len()).await {
-            Ok(jobs) => {
-                let idle = jobs.is_empty();
-                for (job, permits) in jobs.into_iter().zip(permits.drain(..)) {
-                    tokio::spawn(attempt(
-                        pool.clone(),
-                        rt.clone(),
-                        acks.clone(),
-                        job,
-                        permits,
-                        shutdown.clone(),
-                    ));
-                }
-                drop(permits);
-                if idle {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(poll) => {}
+            Some(claim) = in_flight.next(), if !in_flight.is_empty() => {
+                match &claim.1 {
+                    Ok(jobs) if jobs.is_empty() => resume = Some((tokio::time::Instant::now() + poll, true)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // A claim cut off with its connection may have committed: jobs locked by
+                        // this name that no attempt runs. Go on under a new name, so the old one
+                        // stops beating and the rescue gives its jobs to a live worker, as for a
+                        // crashed process (attempts still running under it end as usual, unless
+                        // rescued first).
+                        if e.is_unavailable() && claim.0.worker_name == rt.worker_name {
+                            restarts += 1;
+                            let name = crate::queues::incarnation(&first, restarts);
+                            tracing::warn!(worker = %rt.worker_name, error = %e, new_name = %name, "lost the database while claiming jobs; claiming again under a new name");
+                            rt = Arc::new(QueueRuntime {
+                                worker_name: name,
+                                ..(*rt).clone()
+                            });
+                            registered = false;
+                        } else if !e.is_unavailable() {
+                            tracing::warn!(worker = %rt.worker_name, error = %e, "cannot claim jobs; trying again");
+                        }
+                        resume = Some((tokio::time::Instant::now() + poll, false));
                     }
                 }
+                started(&pool, &acks, claim, &shutdown);
             }
-            Err(e) => {
-                drop(permits);
-                // A claim cut off with its connection may have committed: jobs locked by this
-                // name that no attempt runs. Go on under a new name, so the old one stops
-                // beating and the rescue gives its jobs to a live worker, as for a crashed
-                // process (attempts still running under it end as usual, unless rescued first).
-                if e.is_unavailable() {
-                    restarts += 1;
-                    let name = crate::queues::incarnation(&first, restarts);
-                    tracing::warn!(worker = %rt.worker_name, error = %e, new_name = %name, "lost the database while claiming jobs; claiming again under a new name");
-                    rt = Arc::new(QueueRuntime {
-                        worker_name: name,
-                        ..(*rt).clone()
-                    });
-                    registered = false;
-                } else {
-                    tracing::warn!(worker = %rt.worker_name, error = %e, "cannot claim jobs; trying again");
+            _ = wake.notified(), if paused && wakeable => resume = None,
+            _ = tokio::time::sleep_until(until), if paused => resume = None,
+            first_slot = both(&slots, &open), if !paused && in_flight.len() < CLAIMS_IN_FLIGHT => {
+                let mut permits = vec![first_slot];
+                while permits.len() < q.batch.max(1) {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let Ok(open) = open.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    permits.push((slot, open));
                 }
-                if pause(poll, &shutdown).await {
-                    break;
-                }
+                let (pool, rt) = (pool.clone(), rt.clone());
+                in_flight.push(async move {
+                    let claimed = claims::claim(&pool, &rt.worker_name, kind, permits.len()).await;
+                    (rt, claimed, permits)
+                });
             }
         }
+    }
+    // Claims already sent may have committed: their jobs run as usual, within the grace.
+    while let Some(claim) = in_flight.next().await {
+        started(&pool, &acks, claim, &shutdown);
     }
     // Every attempt holds an `open` permit until its end is written: taking them all is
     // waiting for the last.
@@ -148,6 +160,20 @@ pub async fn run_queue(
         .is_err()
     {
         tracing::warn!(worker = %rt.worker_name, "attempts still running after the grace period; their jobs will be rescued and run again");
+    }
+}
+
+/// A claim's answer: the worker it claimed for, the jobs, the permits it took for them.
+type ClaimAnswer = (
+    Arc<QueueRuntime>,
+    jobs::store::Result<Vec<Claimed>>,
+    Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+);
+
+/// Starts an attempt for each job a claim brought (permits beyond them are freed).
+fn started(pool: &PgPool, acks: &Grouped<Success, bool>, (rt, claimed, permits): ClaimAnswer, shutdown: &CancellationToken) {
+    for (job, permits) in claimed.unwrap_or_default().into_iter().zip(permits) {
+        tokio::spawn(attempt(pool.clone(), rt.clone(), acks.clone(), job, permits, shutdown.clone()));
     }
 }
 

@@ -289,4 +289,39 @@ both_backends! {
         assert!(took < 5_000, "abandoned at the queue timeout, not the client's: {took} ms");
         h.stop().await;
     }
+
+    async fn many_jobs_at_high_concurrency_each_run_once_and_end_done(db: TestDb) {
+        // Several claims in flight and acknowledgements in groups: every job claimed is run,
+        // none twice, each ends `Done` with one run record.
+        let sb = SandboxServer::start().await;
+        let mut config = fast_config();
+        config.sync = worker::QueueConfig::new(64, 30);
+        config.handler = no_op;
+        let jobs: Vec<_> = (0..2_000).map(|i| sync::job(jobs::AccountId(1_000_000 + i), SyncReason::Manual, Timestamp::now())).collect();
+        for chunk in jobs.chunks(500) {
+            db.store.enqueue_many(chunk).await.unwrap();
+        }
+        let h = start_workers(&db.store, &sb, config).await;
+        let store = db.store.clone();
+        eventually(Duration::from_secs(120), "every job done", || {
+            let store = store.clone();
+            async move { store.queue_counts(sync::KIND).await.unwrap() == vec![("Done".to_owned(), 2_000)] }
+        })
+        .await;
+        h.stop().await;
+        let filter = jobs::store::JobFilter { queue: Some(sync::KIND.into()), ..Default::default() };
+        let rows = db.store.search_jobs(&filter, None, 5_000).await.unwrap();
+        assert_eq!(rows.len(), 2_000);
+        for row in rows {
+            let runs = db.store.job_runs(&row.id).await.unwrap();
+            assert_eq!((row.status.as_str(), row.attempts), ("Done", 1), "{row:?}");
+            assert_eq!(runs.len(), 1, "one run record: {runs:?}");
+            assert_eq!(runs[0].outcome, Some(jobs::store::JobOutcome::Succeeded), "{runs:?}");
+        }
+    }
+}
+
+/// A handler that succeeds at once: the queue runtime alone.
+fn no_op<'a>(_: &'static str, _: serde_json::Value, _: &'a JobContext) -> worker::attempt::Attempt<'a> {
+    Box::pin(async { Ok(jobs::job::Outcome::Done(String::new())) })
 }
