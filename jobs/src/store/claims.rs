@@ -86,11 +86,11 @@ pub async fn claim(pool: &PgPool, worker: &str, queue: &str, n: usize) -> Result
 /// job rescued meanwhile is left as it is, its run record ended all the same.
 ///
 /// The rows are locked in id order, as apalis' own acknowledgement does, so two statements on
-/// overlapping rows (a dashboard action) wait for each other instead of deadlocking. The ids are
-/// also given as a filter (`= ANY`): without it the planner joined on `lock_by`, which all of
-/// a worker's claimed jobs share, and compared every job of the group with every job the
-/// worker holds (half the statement's time at concurrency 64). Planned at each run: a plan kept from when `job_runs` was empty scans it
-/// whole (see `job_runs`).
+/// overlapping rows (a dashboard action) wait for each other instead of deadlocking. The ids
+/// are also given as a filter (`= ANY`): without it the planner joined on `lock_by`, which all
+/// of a worker's claimed jobs share, and compared every job of the group with every job the
+/// worker holds (half the statement's time at concurrency 64). Planned at each run: a plan
+/// kept from when `job_runs` was empty scans it whole (see `job_runs`).
 pub async fn acknowledge(pool: &PgPool, queue: &str, done: &[Success]) -> Result<Vec<bool>> {
     const SQL: &str = r#"
         WITH a AS (
