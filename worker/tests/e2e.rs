@@ -297,8 +297,8 @@ both_backends! {
         let mut config = fast_config();
         config.sync = worker::QueueConfig::new(64, 30);
         config.handler = no_op;
-        let jobs: Vec<_> = (0..2_000).map(|i| sync::job(jobs::AccountId(1_000_000 + i), SyncReason::Manual, Timestamp::now())).collect();
-        for chunk in jobs.chunks(500) {
+        let syncs: Vec<_> = (0..2_000).map(|i| sync::job(jobs::AccountId(1_000_000 + i), SyncReason::Manual, Timestamp::now())).collect();
+        for chunk in syncs.chunks(500) {
             db.store.enqueue_many(chunk).await.unwrap();
         }
         let h = start_workers(&db.store, &sb, config).await;
