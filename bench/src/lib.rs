@@ -55,15 +55,9 @@ impl Figure {
     /// A row of the table in BENCHMARKS.md.
     pub fn row(&self) -> String {
         let u = self.unit;
-        format!(
-            "| {} | {:.1} {u} | {:.1} {u} ({}) | ×{:.2} | {} |",
-            self.name,
-            self.value,
-            self.baseline,
-            self.baseline_name,
-            self.ratio(),
-            self.target
-        )
+        // A baseline not run (NaN) has no ratio.
+        let ratio = if self.baseline.is_nan() { "–".to_owned() } else { format!("×{:.2}", self.ratio()) };
+        format!("| {} | {:.1} {u} | {:.1} {u} ({}) | {ratio} | {} |", self.name, self.value, self.baseline, self.baseline_name, self.target)
     }
 }
 

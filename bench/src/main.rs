@@ -21,6 +21,10 @@ struct Args {
     /// Throughput only: bare apalis' handlers take this many milliseconds instead of none.
     #[arg(long, default_value_t = 0)]
     bare_handler_ms: u64,
+    /// Throughput only: socialsync's processing alone, without the baselines and the
+    /// one-by-one enqueue (for profiling; minutes shorter).
+    #[arg(long)]
+    processing_only: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,7 +79,7 @@ async fn main() {
         let (jobs, concurrency) = (args.jobs.map(|n| [n]), args.concurrency.map(|c| [c]));
         let sizes = jobs.as_ref().map_or(sizes, |n| n.as_slice());
         let concurrencies = concurrency.as_ref().map_or(concurrencies, |c| c.as_slice());
-        for f in bench::throughput::run(sizes, concurrencies, std::time::Duration::from_millis(args.bare_handler_ms)).await {
+        for f in bench::throughput::run(sizes, concurrencies, std::time::Duration::from_millis(args.bare_handler_ms), args.processing_only).await {
             println!("{}", f.row());
         }
     }

@@ -8,7 +8,11 @@ async fn every_benchmark_runs_at_a_tiny_size() {
     figures.extend(bench::api::run(1).await);
     figures.push(bench::orphans::run(3).await);
     figures.extend(bench::pacing::run(10).await);
-    figures.extend(bench::throughput::run(&[200], &[4], std::time::Duration::ZERO).await);
+    figures.extend(bench::throughput::run(&[200], &[4], std::time::Duration::ZERO, false).await);
+    // `--processing-only`: socialsync's two rows, no baseline run.
+    let alone = bench::throughput::run(&[200], &[4], std::time::Duration::ZERO, true).await;
+    assert_eq!(alone.len(), 2, "{alone:?}");
+    assert!(alone.iter().all(|f| f.value > 0.0 && f.baseline.is_nan() && f.row().contains("| – |")), "{alone:?}");
     let pages = bench::dashboard::run(1_000).await;
     assert_eq!(pages.len(), 11, "the overview and ten more pages");
     figures.extend(pages);

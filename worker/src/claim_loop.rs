@@ -73,6 +73,12 @@ pub async fn run_queue(
         })
     };
     let concurrency = q.concurrency.max(1);
+    let batch = q.batch.max(1);
+    // A claim beside one already in flight waits for half a batch of free slots: sent at the
+    // first free slot, it carried a handful of jobs (14 on average at concurrency 64), and a
+    // claim costs the database about as much for one job as for thirty (BENCHMARKS.md,
+    // session 11). With no claim in flight, one free slot is enough (pick-up latency).
+    let least_beside = (batch.min(concurrency) / 2).max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
     let open_max = concurrency * OPEN_PER_SLOT;
     let open = Arc::new(Semaphore::new(open_max));
@@ -98,6 +104,7 @@ pub async fn run_queue(
         }
         let paused = resume.is_some();
         let (until, wakeable) = resume.unwrap_or((tokio::time::Instant::now(), false));
+        let need = if in_flight.is_empty() { 1 } else { least_beside };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -130,9 +137,9 @@ pub async fn run_queue(
             }
             _ = wake.notified(), if paused && wakeable => resume = None,
             _ = tokio::time::sleep_until(until), if paused => resume = None,
-            first_slot = both(&slots, &open), if !paused && in_flight.len() < CLAIMS_IN_FLIGHT => {
-                let mut permits = vec![first_slot];
-                while permits.len() < q.batch.max(1) {
+            first = both(&slots, &open, need), if !paused && in_flight.len() < CLAIMS_IN_FLIGHT => {
+                let mut permits = first;
+                while permits.len() < batch {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         break;
                     };
@@ -177,14 +184,19 @@ fn started(pool: &PgPool, acks: &Grouped<Success, bool>, (rt, claimed, permits):
     }
 }
 
-/// A free slot and room for one more claimed job.
+/// `n` free slots and room for `n` more claimed jobs, a pair of permits per job.
 async fn both(
     slots: &Arc<Semaphore>,
     open: &Arc<Semaphore>,
-) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
-    let open = open.clone().acquire_owned().await.expect("never closed");
-    let slot = slots.clone().acquire_owned().await.expect("never closed");
-    (slot, open)
+    n: usize,
+) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let mut open = open.clone().acquire_many_owned(n as u32).await.expect("never closed");
+    let mut slots = slots.clone().acquire_many_owned(n as u32).await.expect("never closed");
+    let mut pairs: Vec<_> = (1..n)
+        .map(|_| (slots.split(1).expect("n permits"), open.split(1).expect("n permits")))
+        .collect();
+    pairs.push((slots, open));
+    pairs
 }
 
 /// Sleeps `d`; true if shutdown came first.
