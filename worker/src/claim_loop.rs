@@ -6,7 +6,7 @@
 //! claim waits for the slowest job of the previous batch (BENCHMARKS.md, throughput). Here:
 //! - a claim is made as soon as a slot is free, for as many jobs as slots are free
 //!   (`apalis.get_jobs`, the same claim apalis makes; at most `batch`), with up to
-//!   [`CLAIMS_IN_FLIGHT`] claims under way at once;
+//!   [`CLAIMS_IN_FLIGHT`] claims under way at once (one beside another waits for half a batch);
 //! - a slot is freed when the handler ends, before its acknowledgement is written: successes
 //!   are acknowledged in groups ([`jobs::group`]), each job `Done` and its run record ended in
 //!   one statement ([`claims::acknowledge`]); at most [`OPEN_PER_SLOT`] × concurrency jobs are
