@@ -21,8 +21,8 @@ struct Args {
     /// Throughput only: bare apalis' handlers take this many milliseconds instead of none.
     #[arg(long, default_value_t = 0)]
     bare_handler_ms: u64,
-    /// Throughput only: socialsync's processing alone, without the baselines and the
-    /// one-by-one enqueue (for profiling; minutes shorter).
+    /// Throughput only: socialsync's processing and its statements alone, without bare
+    /// apalis and the one-by-one enqueue (for profiling; minutes shorter).
     #[arg(long)]
     processing_only: bool,
 }

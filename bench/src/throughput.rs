@@ -6,7 +6,8 @@
 //! read — every per-job cost of a sync but the platform's.
 //! Baselines in the same run: bare apalis-postgres with a no-op handler, with its default
 //! configuration and with the best found here (claim batch 100, and no separate write marking a
-//! started job `Running`, as socialsync's own configuration).
+//! started job `Running`, as socialsync's own configuration); and socialsync's own claim and
+//! acknowledgement statements driven alone ([`statements_alone`]), the ceiling of its runtime.
 
 use std::{
     sync::{
@@ -18,7 +19,7 @@ use std::{
 
 use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
-use jobs::{AccountId, Timestamp, sync};
+use jobs::{AccountId, Timestamp, store::claims, sync};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -86,15 +87,20 @@ fn no_op<'a>(_: &'static str, _: Value, _: &'a jobs::job::JobContext) -> worker:
     Box::pin(async { Ok(jobs::job::Outcome::Done(String::new())) })
 }
 
-/// socialsync: (enqueue time, processing time) for `n` jobs at `concurrency`.
-async fn socialsync(n: usize, concurrency: usize, work: Work) -> (Duration, Duration) {
-    let (db, store, pool) = crate::database().await;
+/// Enqueues `n` manual syncs in batches of 1000; returns how long it took.
+async fn enqueue_syncs(store: &jobs::Store, n: usize) -> Duration {
     let jobs: Vec<_> = (0..n).map(|i| sync::job(AccountId(10_000_000 + i as i64), sync::SyncReason::Manual, Timestamp::now())).collect();
     let t = Instant::now();
     for chunk in jobs.chunks(1000) {
         store.enqueue_many(chunk).await.expect("enqueued");
     }
-    let enqueued = t.elapsed();
+    t.elapsed()
+}
+
+/// socialsync: (enqueue time, processing time) for `n` jobs at `concurrency`.
+async fn socialsync(n: usize, concurrency: usize, work: Work) -> (Duration, Duration) {
+    let (db, store, pool) = crate::database().await;
+    let enqueued = enqueue_syncs(&store, n).await;
     // The worker gets a pool of its own, of production's size (`DATABASE_MAX_CONNECTIONS`
     // defaults to 10; the test store's pool has 5).
     let mut db_config = testkit::db_config(&db.url);
@@ -116,6 +122,45 @@ async fn socialsync(n: usize, concurrency: usize, work: Work) -> (Duration, Dura
     let _ = workers.await;
     drop(db);
     (enqueued, processed)
+}
+
+/// Connections and claim size of [`statements_alone`]: of 2–16 connections and 16–128 jobs a
+/// claim, where these statements (driven by pgbench) ran fastest here (BENCHMARKS.md).
+const ALONE_CONNECTIONS: usize = 8;
+const ALONE_BATCH: usize = 64;
+
+/// socialsync's claim and acknowledgement statements alone (the same `claims::claim` and
+/// `claims::acknowledge`, each job's run record written whole as a no-op's is), from
+/// [`ALONE_CONNECTIONS`] loops that each claim [`ALONE_BATCH`] jobs and acknowledge them at
+/// once: no runtime, no handler, no slot or group to wait for. What the database gives these
+/// statements on this machine — the ceiling of the worker's no-op rows.
+async fn statements_alone(n: usize) -> Duration {
+    let (db, store, pool) = crate::database().await;
+    enqueue_syncs(&store, n).await;
+    let since = database_micros(&pool).await;
+    let loops: Vec<_> = (0..ALONE_CONNECTIONS).map(|i| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let worker = format!("bench-alone-{i}");
+            claims::register_worker(&pool, &worker, sync::KIND).await.expect("registered");
+            loop {
+                let claimed = claims::claim(&pool, &worker, sync::KIND, ALONE_BATCH).await.expect("claimed");
+                if claimed.is_empty() {
+                    return;
+                }
+                let at = Timestamp::now();
+                let run = |_| Err(claims::WholeRun { account_id: None, worker: worker.clone(), started_at: at });
+                let done: Vec<_> = claimed.into_iter().map(|c| claims::Success { job_id: c.id, worker: worker.clone(), attempt: c.attempt, at, run: run(()) }).collect();
+                claims::acknowledge(&pool, sync::KIND, &done).await.expect("acknowledged");
+            }
+        })
+    }).collect();
+    for l in loops {
+        l.await.expect("a claim loop ended");
+    }
+    let processed = until_done(&pool, sync::KIND, n, since).await;
+    drop(db);
+    processed
 }
 
 /// A configuration of bare apalis-postgres.
@@ -177,20 +222,28 @@ fn rate(n: usize, d: Duration) -> f64 {
 /// BENCHMARKS.md's table); a few milliseconds show what apalis' fetch loop does with jobs that
 /// take time, as socialsync's attempts do (their run records, the account read).
 ///
-/// `processing_only`: socialsync's processing alone, for profiling — no baselines (their rows
-/// say so) and no one-by-one enqueue.
+/// `processing_only`: socialsync's processing alone, for profiling — no baseline but the
+/// statements alone (the other rows say so) and no one-by-one enqueue.
 pub async fn run(sizes: &[usize], concurrencies: &[usize], bare_handler_wait: Duration, processing_only: bool) -> Vec<Figure> {
     let mut figures = vec![];
+    let alone_name = format!("socialsync's claim and acknowledgement statements alone, {ALONE_CONNECTIONS} connections, {ALONE_BATCH} jobs a claim");
     for &n in sizes {
+        let alone = statements_alone(n).await;
         for &c in concurrencies {
             let (enq, ours) = socialsync(n, c, Work::NoOp).await;
             let (_, syncs) = socialsync(n, c, Work::MissingAccountSyncs).await;
+            figures.push(Figure {
+                name: format!("throughput, {n} no-op jobs, concurrency {c}"),
+                value: rate(n, ours),
+                baseline_name: alone_name.clone(),
+                baseline: rate(n, alone),
+                unit: "jobs/s",
+                target: "≥ 20 000 jobs/s".into(),
+            });
             if processing_only {
-                for (what, value) in [("no-op jobs", ours), ("syncs of missing accounts", syncs)] {
-                    let name = format!("throughput, {n} {what}, concurrency {c}");
-                    let baseline_name = "not run: --processing-only".into();
-                    figures.push(Figure { name, value: rate(n, value), baseline_name, baseline: f64::NAN, unit: "jobs/s", target: "≥ 20 000 jobs/s".into() });
-                }
+                let name = format!("throughput, {n} syncs of missing accounts, concurrency {c}");
+                let baseline_name = "not run: --processing-only".into();
+                figures.push(Figure { name, value: rate(n, syncs), baseline_name, baseline: f64::NAN, unit: "jobs/s", target: "≥ 20 000 jobs/s".into() });
                 continue;
             }
             let wait = |b: Bare| Bare { handler_wait: bare_handler_wait, ..b };
