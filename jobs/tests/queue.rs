@@ -61,3 +61,25 @@ both_backends! {
         assert_eq!(db.store.job_row(&e.id).await.unwrap().unwrap().status, "Pending");
     }
 }
+
+/// A repeated request for a job already waiting and due no later writes nothing: it is
+/// answered while another transaction holds the waiting row locked (an upsert would wait for
+/// that lock, as concurrent repeats of one key once queued on each other's commits).
+#[tokio::test]
+async fn a_repeat_due_no_earlier_is_answered_without_the_waiting_row_lock() {
+    let db = testkit::TestDb::new(testkit::Backend::Postgres).await;
+    let jobs::store::Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL store") };
+    let at = Timestamp::from_secs(1_900_000_000);
+    let first = db.store.enqueue(&job(Some("sync:7"), at)).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM apalis.jobs WHERE id = $1 FOR UPDATE").bind(&first.id).execute(&mut *holder).await.unwrap();
+
+    for run_at in [at, Timestamp::from_secs(1_950_000_000)] {
+        let again = tokio::time::timeout(std::time::Duration::from_secs(10), db.store.enqueue(&job(Some("sync:7"), run_at)))
+            .await
+            .expect("answered while the waiting job is locked")
+            .unwrap();
+        assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
+    }
+    holder.rollback().await.unwrap();
+}
