@@ -62,40 +62,58 @@ impl Store {
 
     /// Enqueues one job. If one is already waiting under the same dedup key, that one stands
     /// for the request instead — moved earlier if this one asked for an earlier run.
-    pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
-        if let Some(id) = self.waiting_by(job).await? {
-            return Ok(Enqueued { id, created: false });
-        }
-        let id = new_job_id();
-        let ids = self.insert_jobs(std::slice::from_ref(job), Some(&id)).await?;
-        let stands = ids.into_iter().next().ok_or_else(|| {
-            super::StoreError::Corrupt(format!("enqueueing on {} returned no job", job.queue))
-        })?;
-        Ok(Enqueued { created: stands == id, id: stands })
-    }
-
-    /// The job already waiting under `job`'s dedup key and due no later than it, if any: it
-    /// stands for `job` as it is, and reading it writes nothing.
     ///
-    /// Why read first: the upsert of a repeated request (a double click, a client's retry, a
-    /// frontend asking again) updates the one waiting row, so concurrent repeats of one key
-    /// queue on its row lock, each through the previous one's commit and WAL flush. Sync
-    /// requests for one account ran at 1 200–1 400 a second, half the active statements
-    /// waiting on that lock (BENCHMARKS.md, API). The job read here had not started when it
-    /// was read, so it runs after the request, as a new one would.
-    async fn waiting_by(&self, job: &NewJob) -> Result<Option<String>> {
-        let Some(key) = &job.dedup_key else {
-            return Ok(None);
+    /// A waiting job due no later is answered as it is, writing nothing. Why: the upsert of a
+    /// repeated request (a double click, a client's retry, a frontend asking again) updated the
+    /// one waiting row, so concurrent repeats of one key queued on its row lock, each through
+    /// the previous one's commit and WAL flush: sync requests for one account ran at 1 200–1 400
+    /// a second, half the active statements waiting on that lock (BENCHMARKS.md, session 12).
+    /// The job found had not started when it was read, so it runs after the request, as a new
+    /// one would. On PostgreSQL the read and the insert are one statement (a round trip more
+    /// per new job cost a third of one-by-one enqueueing); SQLite is in-process.
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
+        let id = new_job_id();
+        let stands = match self.pool() {
+            super::Pool::Postgres(p) => {
+                const SQL: &str = "
+                    WITH waiting AS (
+                        SELECT id FROM apalis.jobs
+                        WHERE job_type = $2 AND dedup_key = $6 AND status = 'Pending' AND attempts = 0 AND run_at <= to_timestamp($5::float8 / 1000)
+                    ), fresh AS (
+                        INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key)
+                        SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6 WHERE NOT EXISTS (SELECT 1 FROM waiting)
+                        ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
+                        DO UPDATE SET run_at = LEAST(apalis.jobs.run_at, excluded.run_at)
+                        RETURNING id
+                    )
+                    SELECT id FROM waiting UNION ALL SELECT id FROM fresh";
+                sqlx::query_scalar(SQL)
+                    .bind(&id)
+                    .bind(job.queue)
+                    .bind(job.payload.to_string().into_bytes())
+                    .bind(job.max_attempts)
+                    .bind(job.run_at.millis())
+                    .bind(job.dedup_key.as_deref())
+                    .fetch_optional(p)
+                    .await?
+            }
+            super::Pool::Sqlite(p) => match &job.dedup_key {
+                Some(key) => sqlx::query_scalar("SELECT id FROM Jobs WHERE job_type = $1 AND dedup_key = $2 AND status = 'Pending' AND attempts = 0 AND run_at <= $3 / 1000")
+                    .bind(job.queue)
+                    .bind(key)
+                    .bind(job.run_at.millis())
+                    .fetch_optional(p)
+                    .await?,
+                None => None,
+            },
         };
-        let due = self.pool().pick("to_timestamp($3::float8 / 1000)", "($3 / 1000)");
-        let sql = format!(
-            "SELECT id FROM {table} WHERE job_type = $1 AND dedup_key = $2 AND {PENDING} AND run_at <= {due}",
-            table = self.jobs_table()
-        );
-        Ok(match self.pool() {
-            super::Pool::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(job.queue).bind(key).bind(job.run_at.millis()).fetch_optional(p).await?,
-            super::Pool::Sqlite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(job.queue).bind(key).bind(job.run_at.millis()).fetch_optional(p).await?,
-        })
+        let stands = match stands {
+            Some(stands) => stands,
+            None => self.insert_jobs(std::slice::from_ref(job), Some(&id)).await?.into_iter().next().ok_or_else(|| {
+                super::StoreError::Corrupt(format!("enqueueing on {} returned no job", job.queue))
+            })?,
+        };
+        Ok(Enqueued { created: stands == id, id: stands })
     }
 
     /// Enqueues a chunk in one statement, with [`Store::enqueue`]'s dedup rule. Returns how many
