@@ -73,7 +73,7 @@ impl Store {
     /// per new job cost a third of one-by-one enqueueing); SQLite is in-process.
     pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
         let id = new_job_id();
-        let stands = match self.pool() {
+        let stands: String = match self.pool() {
             super::Pool::Postgres(p) => {
                 const SQL: &str = "
                     WITH waiting AS (
@@ -94,24 +94,23 @@ impl Store {
                     .bind(job.max_attempts)
                     .bind(job.run_at.millis())
                     .bind(job.dedup_key.as_deref())
-                    .fetch_optional(p)
+                    .fetch_one(p)
                     .await?
             }
-            super::Pool::Sqlite(p) => match &job.dedup_key {
-                Some(key) => sqlx::query_scalar("SELECT id FROM Jobs WHERE job_type = $1 AND dedup_key = $2 AND status = 'Pending' AND attempts = 0 AND run_at <= $3 / 1000")
+            super::Pool::Sqlite(p) => {
+                let waiting = sqlx::query_scalar("SELECT id FROM Jobs WHERE job_type = $1 AND dedup_key = $2 AND status = 'Pending' AND attempts = 0 AND run_at <= $3 / 1000")
                     .bind(job.queue)
-                    .bind(key)
+                    .bind(job.dedup_key.as_deref())
                     .bind(job.run_at.millis())
                     .fetch_optional(p)
-                    .await?,
-                None => None,
-            },
-        };
-        let stands = match stands {
-            Some(stands) => stands,
-            None => self.insert_jobs(std::slice::from_ref(job), Some(&id)).await?.into_iter().next().ok_or_else(|| {
-                super::StoreError::Corrupt(format!("enqueueing on {} returned no job", job.queue))
-            })?,
+                    .await?;
+                match waiting {
+                    Some(waiting) => waiting,
+                    None => self.insert_jobs(std::slice::from_ref(job), Some(&id)).await?.into_iter().next().ok_or_else(|| {
+                        super::StoreError::Corrupt(format!("enqueueing on {} returned no job", job.queue))
+                    })?,
+                }
+            }
         };
         Ok(Enqueued { created: stands == id, id: stands })
     }
