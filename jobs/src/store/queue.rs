@@ -73,21 +73,19 @@ impl Store {
     /// per new job cost a third of one-by-one enqueueing); SQLite is in-process.
     pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
         let id = new_job_id();
+        // The job waiting under the key, due no later (each backend names its own parameters).
+        let waiting = |table: &str, queue: &str, key: &str, due: &str| format!("SELECT id FROM {table} WHERE job_type = {queue} AND dedup_key = {key} AND {PENDING} AND run_at <= {due}");
         let stands: String = match self.pool() {
             super::Pool::Postgres(p) => {
-                const SQL: &str = "
-                    WITH waiting AS (
-                        SELECT id FROM apalis.jobs
-                        WHERE job_type = $2 AND dedup_key = $6 AND status = 'Pending' AND attempts = 0 AND run_at <= to_timestamp($5::float8 / 1000)
-                    ), fresh AS (
-                        INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key)
-                        SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6 WHERE NOT EXISTS (SELECT 1 FROM waiting)
-                        ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
-                        DO UPDATE SET run_at = LEAST(apalis.jobs.run_at, excluded.run_at)
-                        RETURNING id
+                let (head, tail) = self.upsert();
+                let sql = format!(
+                    "WITH waiting AS ({}), fresh AS (
+                        {head} SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6 WHERE NOT EXISTS (SELECT 1 FROM waiting) {tail}
                     )
-                    SELECT id FROM waiting UNION ALL SELECT id FROM fresh";
-                sqlx::query_scalar(SQL)
+                    SELECT id FROM waiting UNION ALL SELECT id FROM fresh",
+                    waiting("apalis.jobs", "$2", "$6", "to_timestamp($5::float8 / 1000)")
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(&id)
                     .bind(job.queue)
                     .bind(job.payload.to_string().into_bytes())
@@ -98,15 +96,15 @@ impl Store {
                     .await?
             }
             super::Pool::Sqlite(p) => {
-                let waiting = sqlx::query_scalar("SELECT id FROM Jobs WHERE job_type = $1 AND dedup_key = $2 AND status = 'Pending' AND attempts = 0 AND run_at <= $3 / 1000")
+                let found = sqlx::query_scalar(sqlx::AssertSqlSafe(waiting("Jobs", "$1", "$2", "$3 / 1000")))
                     .bind(job.queue)
                     .bind(job.dedup_key.as_deref())
                     .bind(job.run_at.millis())
                     .fetch_optional(p)
                     .await?;
-                match waiting {
+                match found {
                     Some(waiting) => waiting,
-                    None => self.insert_jobs(std::slice::from_ref(job), Some(&id)).await?.into_iter().next().ok_or_else(|| {
+                    None => self.insert_jobs_with_ids(std::slice::from_ref(job), std::slice::from_ref(&id)).await?.into_iter().next().ok_or_else(|| {
                         super::StoreError::Corrupt(format!("enqueueing on {} returned no job", job.queue))
                     })?,
                 }
@@ -142,23 +140,24 @@ impl Store {
         Ok(stands.iter().filter(|id| fresh.contains(id)).count() as u64)
     }
 
-    async fn insert_jobs(&self, jobs: &[NewJob], id: Option<&str>) -> Result<Vec<String>> {
-        let ids: Vec<String> = jobs.iter().map(|_| id.map_or_else(new_job_id, str::to_owned)).collect();
-        self.insert_jobs_with_ids(jobs, &ids).await
+    /// The insert of new jobs, to be followed by their rows, and what follows the rows: a job
+    /// whose dedup key already waits moves that job earlier instead; returns the standing id.
+    fn upsert(&self) -> (String, String) {
+        let table = self.jobs_table();
+        let head = format!("INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) ");
+        let tail = format!(
+            // The index's predicate as written in migration 0002 (SQLite matches it by its text).
+            " ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
+              DO UPDATE SET run_at = {least}({table}.run_at, excluded.run_at) RETURNING id",
+            least = self.pool().pick("LEAST", "MIN"),
+        );
+        (head, tail)
     }
 
     /// Inserts `jobs` with `ids`; a job whose dedup key already waits moves that job earlier
     /// instead. Returns the id standing for each job.
     async fn insert_jobs_with_ids(&self, jobs: &[NewJob], ids: &[String]) -> Result<Vec<String>> {
-        let table = self.jobs_table();
-        let head = format!(
-            "INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) "
-        );
-        let tail = format!(
-            " ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
-              DO UPDATE SET run_at = {least}({table}.run_at, excluded.run_at) RETURNING id",
-            least = self.pool().pick("LEAST", "MIN"),
-        );
+        let (head, tail) = self.upsert();
         let stands = match self.pool() {
             // Arrays, one per column: a chunk of thousands binds 6 parameters, not 6 per row,
             // which PostgreSQL parses and plans far faster (sweep fan-out, BENCHMARKS.md).
