@@ -9,7 +9,8 @@
 //!   [`CLAIMS_IN_FLIGHT`] claims under way at once (one beside another waits for half a batch);
 //! - a slot is freed when the handler ends, before its acknowledgement is written: successes
 //!   are acknowledged in groups ([`jobs::group`]), each job `Done` and its run record ended in
-//!   one statement ([`claims::acknowledge`]); at most [`OPEN_PER_SLOT`] × concurrency jobs are
+//!   one statement ([`claims::acknowledge`]), up to [`ACK_WRITERS`] at once (one beside
+//!   another waits for half a batch, or for the other to end); at most [`OPEN_PER_SLOT`] × concurrency jobs are
 //!   claimed and not yet acknowledged;
 //! - idle, it wakes on apalis' insert notification (LISTEN) or every `poll_interval`;
 //! - every `poll_interval` the process rescues the jobs of its queues' dead workers, as
@@ -61,9 +62,17 @@ pub async fn run_queue(
     let kind = rt.kind;
     let first = rt.worker_name.clone();
     let (mut rt, mut restarts, mut registered) = (rt, 0, false);
+    let concurrency = q.concurrency.max(1);
+    let batch = q.batch.max(1);
+    // A claim beside one already in flight waits for half a batch of free slots: sent at the
+    // first free slot, it carried a handful of jobs (14 on average at concurrency 64), and most
+    // of a claim's cost is fixed: 0.45 ms for one job, 1.0 ms for 64 (BENCHMARKS.md,
+    // session 11). With no claim in flight, one free slot is enough (pick-up latency). An
+    // acknowledgement beside another written waits for as many, for the same reason.
+    let least_beside = (batch.min(concurrency) / 2).max(1);
     let acks = {
         let pool = pool.clone();
-        Grouped::with_writers(MAX_ACK_GROUP, ACK_WRITERS, move |done: Vec<Success>| {
+        Grouped::with_writers(MAX_ACK_GROUP, ACK_WRITERS, least_beside, move |done: Vec<Success>| {
             let pool = pool.clone();
             async move {
                 claims::acknowledge(&pool, kind, &done)
@@ -72,13 +81,6 @@ pub async fn run_queue(
             }
         })
     };
-    let concurrency = q.concurrency.max(1);
-    let batch = q.batch.max(1);
-    // A claim beside one already in flight waits for half a batch of free slots: sent at the
-    // first free slot, it carried a handful of jobs (14 on average at concurrency 64), and most
-    // of a claim's cost is fixed: 0.45 ms for one job, 1.0 ms for 64 (BENCHMARKS.md,
-    // session 11). With no claim in flight, one free slot is enough (pick-up latency).
-    let least_beside = (batch.min(concurrency) / 2).max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
     let open_max = concurrency * OPEN_PER_SLOT;
     let open = Arc::new(Semaphore::new(open_max));
