@@ -1,0 +1,13 @@
+-- A claim no longer checks, row by row, that the claiming worker is registered.
+--
+-- Why: apalis' `fk_worker_lock_by` (`jobs.lock_by` references `workers.id`) runs a referential
+-- check for every row a claim updates — a query and a KEY SHARE lock on the worker's row, 64 of
+-- them for a claim of 64 — and it was a sixth of the cost of a job: socialsync's claim and
+-- acknowledgement statements from pgbench ran 13 400–14 000 jobs/s with it and 16 300 without
+-- (BENCHMARKS.md, session 13). What it checked holds without it: every queue worker registers
+-- its row before it claims (`worker::claim_loop`, `claims::register_worker`), and nothing
+-- deletes a worker's row (not socialsync, not apalis 1.0), so the orphan rescue, which reaches
+-- a dead worker's jobs through that row, still finds every claimed job.
+--
+-- apalis owns the table: like 0004–0006, to recheck on apalis upgrades.
+ALTER TABLE apalis.jobs DROP CONSTRAINT IF EXISTS fk_worker_lock_by;
