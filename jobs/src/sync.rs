@@ -77,6 +77,8 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
     // Pacing: start in the platform's next fleet-wide slot, or come back nearer to it.
     let (access, _) = refresh::open_tokens(cx, &account).await?;
     let spacing = cx.settings.spacing(account.platform);
+    // Connect before the slot, not in it.
+    cx.clients.warm(account.platform).await;
     let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, cx.settings.max_pacing_wait).await? {
         Slot::Now(waited) => waited,
         Slot::Later(wait) => {
@@ -96,7 +98,11 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
         let posts = client.posts(&access, &account.scopes, cx.settings.sync_post_cap).await?;
         Ok::<_, PlatformError>((profile, posts))
     };
-    match read.await {
+    let read = read.await;
+    if !matches!(read, Err(PlatformError::Transient(_))) {
+        cx.clients.used(account.platform);
+    }
+    match read {
         Ok((profile, posts)) => {
             let now = cx.now();
             let snap = Snapshot {

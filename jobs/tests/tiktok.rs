@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use jobs::{
-    Secret,
+    Platform, Secret,
     clients::{Clients, PlatformClient, PlatformError, TokenGrant, tiktok},
 };
 use serde_json::json;
@@ -200,4 +200,28 @@ async fn server_errors_and_hangs_are_transient_and_revoke_works() {
     tt.revoke(&g.access_token).await.unwrap();
     assert_eq!(permanent_code(tt.profile(&g.access_token, &g.scopes).await), "access_token_invalid");
     assert_eq!(permanent_code(tt.refresh(&g.access_token, g.refresh_token.as_ref()).await), "invalid_grant");
+}
+
+/// Before a paced start, one `HEAD` opens the connection the sync's first call then goes over
+/// (the sandbox logs each request's client port), however many syncs ask at once; a connection
+/// used recently is not opened again.
+#[tokio::test]
+async fn warm_opens_the_connection_a_sync_then_uses_once() {
+    let (sb, clients) = setup().await;
+    let grant = connect(&sb, &clients.tiktok, "dance.daily").await;
+    // A process that has not called TikTok yet: a pool of its own.
+    let fresh = Clients::new(&sb.platforms(TIMEOUT));
+    let last = |log: &serde_json::Value| log.as_array().unwrap().last().map_or(0, |e| e["seq"].as_u64().unwrap());
+    let start = last(&sb.admin_get("requests?limit=100000").await);
+    tokio::join!(fresh.warm(Platform::Tiktok), fresh.warm(Platform::Tiktok), fresh.warm(Platform::Tiktok));
+    fresh.tiktok.profile(&grant.access_token, &grant.scopes).await.unwrap();
+    fresh.used(Platform::Tiktok);
+    fresh.warm(Platform::Tiktok).await;
+
+    let log = sb.admin_get(&format!("requests?after={start}&limit=100000")).await;
+    let log = log.as_array().unwrap();
+    let summary: Vec<(&str, &str)> = log.iter().map(|e| (e["method"].as_str().unwrap(), e["endpoint"].as_str().unwrap())).collect();
+    assert_eq!(summary, [("HEAD", ""), ("GET", "user/info")], "one warm-up, then the call; none after a recent use");
+    assert!(log[0]["peer"].is_string());
+    assert_eq!(log[0]["peer"], log[1]["peer"], "the call went over the connection the warm-up opened");
 }

@@ -160,6 +160,8 @@ pub struct LoggedRequest {
     pub endpoint: String,
     pub account: Option<String>,
     pub status: u16,
+    /// The client's address and port: which connection it came over.
+    pub peer: Option<String>,
 }
 
 /// An injected fault for every path that starts with `path_prefix` (relative to the sandbox

@@ -29,6 +29,7 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
     let sandbox = req.data::<Sandbox>().cloned().expect("sandbox data is attached");
     let path = req.uri().path().trim_start_matches('/').to_owned();
     let method = req.method().to_string();
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.to_string());
     let is_admin = path.starts_with("_admin");
     // The log says when a request arrived, not when its answer was ready.
     let arrived_ms = real_now_ms();
@@ -55,7 +56,7 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
             let fails = ((n as f64) * fault.error_rate).floor() > (((n - 1) as f64) * fault.error_rate).floor();
             if fails {
                 let resp = server_error(&path);
-                record(&sandbox, &method, &path, &resp, arrived_ms);
+                record(&sandbox, &method, &path, peer, &resp, arrived_ms);
                 return Ok(resp);
             }
         }
@@ -63,12 +64,12 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
 
     let resp = ep.call(req).await.map(IntoResponse::into_response).unwrap_or_else(|e| e.into_response());
     if !is_admin {
-        record(&sandbox, &method, &path, &resp, arrived_ms);
+        record(&sandbox, &method, &path, peer, &resp, arrived_ms);
     }
     Ok(resp)
 }
 
-fn record(sandbox: &Sandbox, method: &str, path: &str, resp: &Response, arrived_ms: i64) {
+fn record(sandbox: &Sandbox, method: &str, path: &str, peer: Option<String>, resp: &Response, arrived_ms: i64) {
     let seen = resp.extensions().get::<Seen>().cloned();
     let mut s = sandbox.lock();
     if let Some(Seen { net, endpoint, account: Some(a) }) = &seen {
@@ -83,6 +84,7 @@ fn record(sandbox: &Sandbox, method: &str, path: &str, resp: &Response, arrived_
         endpoint: seen.as_ref().map_or_else(String::new, |x| x.endpoint.to_owned()),
         account: seen.and_then(|x| x.account),
         status: resp.status().as_u16(),
+        peer,
     };
     s.next_seq += 1;
     s.log.push_back(entry);

@@ -130,6 +130,10 @@ impl PlatformClient for Instagram {
         Platform::Instagram
     }
 
+    fn api_url(&self) -> &str {
+        &self.cfg.graph_url
+    }
+
     fn authorization_url(&self, state: &str, _pkce_challenge: Option<&str>) -> String {
         let mut url = url::Url::parse(&format!("{}/oauth/authorize", self.cfg.www_url)).expect("a valid base URL");
         url.query_pairs_mut()

@@ -139,6 +139,10 @@ impl PlatformClient for Tiktok {
         Platform::Tiktok
     }
 
+    fn api_url(&self) -> &str {
+        &self.cfg.open_url
+    }
+
     fn authorization_url(&self, state: &str, pkce_challenge: Option<&str>) -> String {
         let mut url = url::Url::parse(&format!("{}/v2/auth/authorize/", self.cfg.www_url)).expect("a valid base URL");
         {
