@@ -4,7 +4,8 @@
 //! results. A tiny size runs in the test suite so the program does not rot.
 //!
 //! - [`fanout`]: the nightly sync sweep enqueueing N jobs; baseline one `INSERT … SELECT` of N rows.
-//! - [`pickup`]: enqueue → handler start with idle workers; baseline a LISTEN/NOTIFY round trip.
+//! - [`pickup`]: enqueue → handler start with idle workers; baselines a LISTEN/NOTIFY round trip,
+//!   and one sent by a durable insert's commit.
 //! - [`dashboard`]: page times with N jobs in the queue table; baseline `SELECT count(*)`.
 //! - [`memory`]: an idle worker's resident memory; baseline the same binary serving the sandbox.
 //! - [`throughput`]: N no-op jobs enqueued and processed at concurrency C; baselines bare
