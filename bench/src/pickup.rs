@@ -47,21 +47,10 @@ pub async fn run(jobs: usize) -> Vec<Figure> {
 
     let mut listener = PgListener::connect_with(&pool).await.expect("a listener");
     listener.listen("socialsync_bench").await.expect("listening");
-    let mut rounds = Vec::with_capacity(jobs);
-    for _ in 0..jobs {
-        let t = Instant::now();
-        sqlx::query("SELECT pg_notify('socialsync_bench', 'x')").execute(&pool).await.expect("notified");
-        listener.recv().await.expect("the notification arrives");
-        rounds.push(t.elapsed());
-    }
+    let mut rounds = notify_rounds(&pool, &mut listener, "SELECT pg_notify('socialsync_bench', 'x')", jobs).await;
     sqlx::query("CREATE TABLE pickup_floor (x int)").execute(&pool).await.expect("a table");
-    let mut durable = Vec::with_capacity(jobs);
-    for _ in 0..jobs {
-        let t = Instant::now();
-        sqlx::query("WITH i AS (INSERT INTO pickup_floor VALUES (1)) SELECT pg_notify('socialsync_bench', 'x')").execute(&pool).await.expect("notified");
-        listener.recv().await.expect("the notification arrives");
-        durable.push(t.elapsed());
-    }
+    let durable = "WITH i AS (INSERT INTO pickup_floor VALUES (1)) SELECT pg_notify('socialsync_bench', 'x')";
+    let mut durable = notify_rounds(&pool, &mut listener, durable, jobs).await;
     drop(db);
     let (p50, p99) = (percentile(&mut latencies, 50.0), percentile(&mut latencies, 99.0));
     let (b50, b99) = (percentile(&mut rounds, 50.0), percentile(&mut rounds, 99.0));
@@ -73,4 +62,16 @@ pub async fn run(jobs: usize) -> Vec<Figure> {
         Figure::time(name("p99"), p99, "LISTEN/NOTIFY round trip p99", b99, "≤ 25 ms"),
         Figure::time(name("p99"), p99, "a durable one-row insert's commit + its NOTIFY round trip, p99", d99, "≤ 25 ms"),
     ]
+}
+
+/// `n` times: `sql` (which notifies `socialsync_bench`) until `listener` has the notification.
+async fn notify_rounds(pool: &sqlx::PgPool, listener: &mut PgListener, sql: &'static str, n: usize) -> Vec<Duration> {
+    let mut rounds = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        sqlx::query(sql).execute(pool).await.expect("notified");
+        listener.recv().await.expect("the notification arrives");
+        rounds.push(t.elapsed());
+    }
+    rounds
 }
