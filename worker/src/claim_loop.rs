@@ -4,9 +4,13 @@
 //! acknowledges through the same state machine between fetches; once handlers take a few
 //! milliseconds (ours wait for their run records) it runs at half its no-op rate, and every
 //! claim waits for the slowest job of the previous batch (BENCHMARKS.md, throughput). Here:
-//! - a claim is made as soon as a slot is free, for as many jobs as slots are free
-//!   (`apalis.get_jobs`, the same claim apalis makes; at most `batch`), with up to
-//!   [`CLAIMS_IN_FLIGHT`] claims under way at once (one beside another waits for half a batch);
+//! - a claim is made as soon as a slot is free, for as many jobs as slots are free plus as many
+//!   as ended while the last claim was under way (claimed ahead: quick jobs find a slot about
+//!   when they arrive, long ones are not hoarded), at most `batch` (`apalis.get_jobs`, the same
+//!   claim apalis makes), with up to [`CLAIMS_IN_FLIGHT`] claims under way at once (one beside
+//!   another waits for room for half a batch);
+//! - a job starts once it has a slot; at shutdown, a job claimed and not started is put back
+//!   as never claimed (no attempt counted);
 //! - a slot is freed when the handler ends, before its acknowledgement is written: successes
 //!   are acknowledged in groups ([`jobs::group`]), each job `Done` and its run record ended in
 //!   one statement ([`claims::acknowledge`]), up to [`ACK_WRITERS`] at once (one beside
@@ -20,7 +24,14 @@
 //! claimed job is `Queued` with `lock_by` set until its end is written; a worker whose process
 //! stops beating (`queues::keep_alive`) has its jobs put back). SQLite keeps apalis' worker.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -38,19 +49,37 @@ use crate::{
     run_log::Run,
 };
 
-/// Claimed jobs not yet acknowledged, per slot of concurrency.
-const OPEN_PER_SLOT: usize = 4;
+/// Claimed jobs not yet acknowledged, per slot of concurrency. With 4, claims at concurrency
+/// 64 on no-op jobs found room for 42 jobs on average, the rest of the 256 waiting for their
+/// acknowledgements (BENCHMARKS.md, session 15).
+const OPEN_PER_SLOT: usize = 8;
 /// At most this many acknowledgements share a statement.
 const MAX_ACK_GROUP: usize = 512;
-/// Acknowledgement statements of a queue running at once (their jobs never overlap).
-const ACK_WRITERS: usize = 2;
+/// Acknowledgement statements of a queue running at once (their jobs never overlap). Each
+/// waits for its WAL flush; more under way share flushes (PostgreSQL's group commit): no-op
+/// jobs at concurrency 64 ran at ×0.6–0.7 of the statements alone with 2, ×0.7–0.8 with 4,
+/// about the same with 6 or 8 (BENCHMARKS.md, session 15). Four leave most of the process's
+/// 10 connections to handlers and the other queues.
+const ACK_WRITERS: usize = 4;
 /// Claim statements of a queue running at once (`SKIP LOCKED`: they never claim the same job).
 /// One at a time, a claim's round trip bounded the queue: at concurrency 64 on no-op jobs it
 /// took 3.7 ms for 31 jobs (BENCHMARKS.md, session 10).
 const CLAIMS_IN_FLIGHT: usize = 2;
 
+/// What a queue's loop and its attempts share.
+#[derive(Default)]
+struct Flow {
+    /// Jobs claimed, or asked for by a claim under way, that hold no slot yet.
+    unstarted: AtomicUsize,
+    /// Attempts ended so far (their slots freed): how many ended while a claim was under way
+    /// is how many the next claim asks for ahead.
+    ended: AtomicUsize,
+    /// Signalled when a slot frees or a claimed job's `open` permit is given back.
+    freed: Notify,
+}
+
 /// One queue's loop: claims, runs and acknowledges until `shutdown`, then gives running
-/// attempts [`SHUTDOWN_GRACE`] to end.
+/// attempts [`SHUTDOWN_GRACE`] to end and puts back the jobs not started.
 pub async fn run_queue(
     pool: PgPool,
     rt: Arc<QueueRuntime>,
@@ -64,10 +93,10 @@ pub async fn run_queue(
     let (mut rt, mut restarts, mut registered) = (rt, 0, false);
     let concurrency = q.concurrency.max(1);
     let batch = q.batch.max(1);
-    // A claim beside one already in flight waits for half a batch of free slots: sent at the
+    // A claim beside one already in flight waits for half a batch of room: sent at the
     // first free slot, it carried a handful of jobs (14 on average at concurrency 64), and most
     // of a claim's cost is fixed: 0.45 ms for one job, 1.0 ms for 64 (BENCHMARKS.md,
-    // session 11). With no claim in flight, one free slot is enough (pick-up latency). An
+    // session 11). With no claim in flight, room for one is enough (pick-up latency). An
     // acknowledgement beside another written waits for as many, for the same reason.
     let least_beside = (batch.min(concurrency) / 2).max(1);
     let acks = {
@@ -84,7 +113,16 @@ pub async fn run_queue(
     let slots = Arc::new(Semaphore::new(concurrency));
     let open_max = concurrency * OPEN_PER_SLOT;
     let open = Arc::new(Semaphore::new(open_max));
-    // Claims in flight, each with the worker it claims for and the permits of its jobs.
+    let flow = Arc::new(Flow::default());
+    let run = Running { pool: pool.clone(), acks, slots: slots.clone(), flow: flow.clone(), shutdown: shutdown.clone() };
+    // Jobs a claim asks for beyond the free slots: as many as ended while the last claim was
+    // under way, so that they find a slot about when they arrive. Quick jobs keep claims full
+    // instead of each carrying only the slots freed during the one before (26 jobs a claim,
+    // not 64, at concurrency 64 on no-op jobs: BENCHMARKS.md, session 15); long jobs, of which
+    // next to none end during a claim, are not claimed ahead, so a worker does not hold jobs
+    // that another's free slot could run.
+    let mut ahead = 0;
+    // Claims in flight, each with the worker it claims for and what it took.
     let mut in_flight = FuturesUnordered::new();
     // No new claim before this instant: after a claim that found nothing (an insert
     // notification ends the wait early: `true`) or one that failed (`false`).
@@ -93,7 +131,7 @@ pub async fn run_queue(
         if !registered {
             // Under a new name only once the old name's claims are in and their jobs started.
             while let Some(claim) = in_flight.next().await {
-                started(&pool, &acks, claim, &shutdown);
+                run.started(claim);
             }
             if let Err(e) = claims::register_worker(&pool, &rt.worker_name, kind).await {
                 tracing::warn!(worker = %rt.worker_name, error = %e, "cannot register the queue worker; trying again");
@@ -105,22 +143,37 @@ pub async fn run_queue(
             registered = true;
         }
         let paused = resume.is_some();
+        let may_claim = !paused && in_flight.len() < CLAIMS_IN_FLIGHT && !shutdown.is_cancelled();
+        if may_claim {
+            let need = if in_flight.is_empty() { 1 } else { least_beside };
+            let room = (slots.available_permits() + ahead).saturating_sub(flow.unstarted.load(Relaxed));
+            let n = room.min(open.available_permits()).min(batch);
+            if n >= need {
+                let taken = open.clone().try_acquire_many_owned(n as u32).expect("only this loop takes open permits");
+                flow.unstarted.fetch_add(n, Relaxed);
+                let (pool, rt, ended) = (pool.clone(), rt.clone(), flow.ended.load(Relaxed));
+                in_flight.push(async move {
+                    let claimed = claims::claim(&pool, &rt.worker_name, kind, n).await;
+                    Claim { rt, claimed, taken, ended }
+                });
+                continue;
+            }
+        }
         let (until, wakeable) = resume.unwrap_or((tokio::time::Instant::now(), false));
-        let need = if in_flight.is_empty() { 1 } else { least_beside };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some(claim) = in_flight.next(), if !in_flight.is_empty() => {
-                match &claim.1 {
+                match &claim.claimed {
                     Ok(jobs) if jobs.is_empty() => resume = Some((tokio::time::Instant::now() + poll, true)),
-                    Ok(_) => {}
+                    Ok(_) => ahead = flow.ended.load(Relaxed).wrapping_sub(claim.ended).min(concurrency),
                     Err(e) => {
                         // A claim cut off with its connection may have committed: jobs locked by
                         // this name that no attempt runs. Go on under a new name, so the old one
                         // stops beating and the rescue gives its jobs to a live worker, as for a
                         // crashed process (attempts still running under it end as usual, unless
                         // rescued first).
-                        if e.is_unavailable() && claim.0.worker_name == rt.worker_name {
+                        if e.is_unavailable() && claim.rt.worker_name == rt.worker_name {
                             restarts += 1;
                             let name = crate::queues::incarnation(&first, restarts);
                             tracing::warn!(worker = %rt.worker_name, error = %e, new_name = %name, "lost the database while claiming jobs; claiming again under a new name");
@@ -135,35 +188,20 @@ pub async fn run_queue(
                         resume = Some((tokio::time::Instant::now() + poll, false));
                     }
                 }
-                started(&pool, &acks, claim, &shutdown);
+                run.started(claim);
             }
             _ = wake.notified(), if paused && wakeable => resume = None,
             _ = tokio::time::sleep_until(until), if paused => resume = None,
-            first = both(&slots, &open, need), if !paused && in_flight.len() < CLAIMS_IN_FLIGHT => {
-                let mut permits = first;
-                while permits.len() < batch {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        break;
-                    };
-                    let Ok(open) = open.clone().try_acquire_owned() else {
-                        break;
-                    };
-                    permits.push((slot, open));
-                }
-                let (pool, rt) = (pool.clone(), rt.clone());
-                in_flight.push(async move {
-                    let claimed = claims::claim(&pool, &rt.worker_name, kind, permits.len()).await;
-                    (rt, claimed, permits)
-                });
-            }
+            _ = flow.freed.notified(), if may_claim => {}
         }
     }
-    // Claims already sent may have committed: their jobs run as usual, within the grace.
+    // Claims already sent may have committed: their jobs are put back, as the jobs claimed
+    // ahead and not started are.
     while let Some(claim) = in_flight.next().await {
-        started(&pool, &acks, claim, &shutdown);
+        run.started(claim);
     }
-    // Every attempt holds an `open` permit until its end is written: taking them all is
-    // waiting for the last.
+    // Every claimed job holds an `open` permit until its end is written or it is put back:
+    // taking them all is waiting for the last.
     if tokio::time::timeout(SHUTDOWN_GRACE, open.acquire_many(open_max as u32))
         .await
         .is_err()
@@ -172,33 +210,111 @@ pub async fn run_queue(
     }
 }
 
-/// A claim's answer: the worker it claimed for, the jobs, the permits it took for them.
-type ClaimAnswer = (
-    Arc<QueueRuntime>,
-    jobs::store::Result<Vec<Claimed>>,
-    Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-);
+/// A claim's answer: the worker it claimed for, the jobs, the `open` permits it took for as
+/// many as it asked for, and [`Flow::ended`] when it was sent.
+struct Claim {
+    rt: Arc<QueueRuntime>,
+    claimed: jobs::store::Result<Vec<Claimed>>,
+    taken: OwnedSemaphorePermit,
+    ended: usize,
+}
 
-/// Starts an attempt for each job a claim brought (permits beyond them are freed).
-fn started(pool: &PgPool, acks: &Grouped<Success, bool>, (rt, claimed, permits): ClaimAnswer, shutdown: &CancellationToken) {
-    for (job, permits) in claimed.unwrap_or_default().into_iter().zip(permits) {
-        tokio::spawn(attempt(pool.clone(), rt.clone(), acks.clone(), job, permits, shutdown.clone()));
+/// A claimed job's `open` permit: given back, it wakes the loop, which may be waiting for it.
+struct Open(Option<OwnedSemaphorePermit>, Arc<Flow>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        // The permit first: woken before it is back, the loop would find no room and wait on.
+        drop(self.0.take());
+        self.1.freed.notify_one();
     }
 }
 
-/// `n` free slots and room for `n` more claimed jobs, a pair of permits per job.
-async fn both(
-    slots: &Arc<Semaphore>,
-    open: &Arc<Semaphore>,
-    n: usize,
-) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-    let mut open = open.clone().acquire_many_owned(n as u32).await.expect("never closed");
-    let mut slots = slots.clone().acquire_many_owned(n as u32).await.expect("never closed");
-    let mut pairs: Vec<_> = (1..n)
-        .map(|_| (slots.split(1).expect("n permits"), open.split(1).expect("n permits")))
-        .collect();
-    pairs.push((slots, open));
-    pairs
+/// What every attempt of a queue's loop shares.
+#[derive(Clone)]
+struct Running {
+    pool: PgPool,
+    acks: Grouped<Success, bool>,
+    slots: Arc<Semaphore>,
+    flow: Arc<Flow>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Starts an attempt for each job a claim brought, each as soon as it has a slot; what
+    /// was asked for and not found is given back.
+    fn started(&self, Claim { rt, claimed, mut taken, .. }: Claim) {
+        let jobs = claimed.unwrap_or_default();
+        let unfilled = taken.num_permits() - jobs.len();
+        self.flow.unstarted.fetch_sub(unfilled, Relaxed);
+        if unfilled > 0 {
+            drop(taken.split(unfilled));
+            self.flow.freed.notify_one();
+        }
+        for job in jobs {
+            let open = taken.split(1).expect("a permit a job");
+            tokio::spawn(self.clone().attempt(rt.clone(), job, open));
+        }
+    }
+
+    /// One attempt of a claimed job once it has a slot, then its acknowledgement (see
+    /// [`until_written`]). After shutdown, a job still without a slot is put back unstarted.
+    async fn attempt(self, rt: Arc<QueueRuntime>, job: Claimed, open: OwnedSemaphorePermit) {
+        let _open = Open(Some(open), self.flow.clone());
+        let Claimed {
+            id,
+            payload,
+            attempt,
+        } = job;
+        let slot = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            slot = self.slots.clone().acquire_owned() => Some(slot.expect("never closed")),
+        };
+        self.flow.unstarted.fetch_sub(1, Relaxed);
+        let Some(slot) = slot else {
+            // Once: if it fails, the rescue puts the job back (counting an attempt).
+            if let Err(e) = claims::release(&self.pool, &rt.worker_name, std::slice::from_ref(&id)).await {
+                tracing::warn!(job.id = %id, error = %e, "cannot put back a job not started before shutdown; it will be rescued");
+            }
+            return;
+        };
+        let ended = crate::attempt::run(rt.clone(), id.clone(), attempt, payload).await;
+        drop(slot);
+        self.flow.ended.fetch_add(1, Relaxed);
+        self.flow.freed.notify_one();
+        match ended {
+            Ok(Ended::Recorded) => {}
+            Ok(Ended::Succeeded(run, ending)) => {
+                let run = match run {
+                    Run::Started(run_id) => Ok(run_id),
+                    Run::Whole(s) => Err(WholeRun {
+                        account_id: s.account_id,
+                        worker: s.worker,
+                        started_at: s.at,
+                    }),
+                };
+                let done = Success {
+                    job_id: id,
+                    worker: rt.worker_name.clone(),
+                    attempt,
+                    at: ending.at,
+                    run,
+                };
+                let held = until_written(&self.shutdown, &format!("cannot acknowledge job {}", done.job_id), || self.acks.call(done.clone())).await;
+                if held == Some(false) {
+                    tracing::warn!(job.id = %done.job_id, "the job was rescued from this worker meanwhile; its success is not recorded on it");
+                }
+            }
+            // The attempt's start or end could not be written: put the job back unchanged, to be
+            // claimed again (handlers are idempotent).
+            Err(e) => {
+                tracing::warn!(job.id = %id, error = %e, "cannot record the attempt; putting the job back");
+                let ids = std::slice::from_ref(&id);
+                until_written(&self.shutdown, &format!("cannot put job {id} back"), || claims::release(&self.pool, &rt.worker_name, ids)).await;
+            }
+        }
+    }
 }
 
 /// Sleeps `d`; true if shutdown came first.
@@ -206,55 +322,6 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
-    }
-}
-
-/// One attempt of a claimed job, then its acknowledgement (see [`until_written`]).
-async fn attempt(
-    pool: PgPool,
-    rt: Arc<QueueRuntime>,
-    acks: Grouped<Success, bool>,
-    job: Claimed,
-    (slot, _open): (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    shutdown: CancellationToken,
-) {
-    let Claimed {
-        id,
-        payload,
-        attempt,
-    } = job;
-    let ended = crate::attempt::run(rt.clone(), id.clone(), attempt, payload).await;
-    drop(slot);
-    match ended {
-        Ok(Ended::Recorded) => {}
-        Ok(Ended::Succeeded(run, ending)) => {
-            let run = match run {
-                Run::Started(run_id) => Ok(run_id),
-                Run::Whole(s) => Err(WholeRun {
-                    account_id: s.account_id,
-                    worker: s.worker,
-                    started_at: s.at,
-                }),
-            };
-            let done = Success {
-                job_id: id,
-                worker: rt.worker_name.clone(),
-                attempt,
-                at: ending.at,
-                run,
-            };
-            let held = until_written(&shutdown, &format!("cannot acknowledge job {}", done.job_id), || acks.call(done.clone())).await;
-            if held == Some(false) {
-                tracing::warn!(job.id = %done.job_id, "the job was rescued from this worker meanwhile; its success is not recorded on it");
-            }
-        }
-        // The attempt's start or end could not be written: put the job back unchanged, to be
-        // claimed again (handlers are idempotent).
-        Err(e) => {
-            tracing::warn!(job.id = %id, error = %e, "cannot record the attempt; putting the job back");
-            let ids = std::slice::from_ref(&id);
-            until_written(&shutdown, &format!("cannot put job {id} back"), || claims::release(&pool, &rt.worker_name, ids)).await;
-        }
     }
 }
 

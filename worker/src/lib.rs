@@ -27,8 +27,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 #[derive(Clone, Copy, Debug)]
 pub struct QueueConfig {
     pub concurrency: usize,
-    /// Most jobs claimed at once: on PostgreSQL never more than the free slots; on SQLite
-    /// apalis claims this many per fetch, so near the concurrency, lest a worker hoard long jobs.
+    /// Most jobs claimed at once: on PostgreSQL the free slots plus as many as ended during the
+    /// last claim, at most this; on SQLite apalis claims this many per fetch, so near the
+    /// concurrency, lest a worker hoard long jobs.
     pub batch: usize,
     /// An attempt running longer is abandoned and retried (platform calls have their own,
     /// shorter timeouts; this bounds the whole job).

@@ -325,3 +325,65 @@ both_backends! {
 fn no_op<'a>(_: &'static str, _: serde_json::Value, _: &'a JobContext) -> worker::attempt::Attempt<'a> {
     Box::pin(async { Ok(jobs::job::Outcome::Done(String::new())) })
 }
+
+/// Slow jobs (account id ≥ [`SLOW_FROM`]) wait until [`SLOW_GO`] is opened; others end at once.
+const SLOW_FROM: i64 = 5_000_000;
+static SLOW_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+fn quick_then_slow<'a>(_: &'static str, args: serde_json::Value, _: &'a JobContext) -> worker::attempt::Attempt<'a> {
+    Box::pin(async move {
+        if args["account_id"].as_i64().unwrap_or(0) >= SLOW_FROM {
+            drop(SLOW_GO.acquire().await);
+        }
+        Ok(jobs::job::Outcome::Done(String::new()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_claimed_ahead_and_not_started_are_put_back_at_shutdown_uncounted() {
+    // Quick jobs teach the claim loop to claim ahead of its free slots (as many as ended
+    // during a claim); the slow jobs claimed next beyond the two slots wait for a slot. At
+    // shutdown those are put back as never claimed: `Pending`, no attempt counted, no lock.
+    let db = testkit::TestDb::new(testkit::Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    let mut config = fast_config();
+    config.sync = worker::QueueConfig::new(2, 30);
+    config.handler = quick_then_slow;
+    let job = |i| sync::job(jobs::AccountId(i), SyncReason::Manual, Timestamp::now());
+    let quick: Vec<_> = (0..400).map(|i| job(1_000_000 + i)).collect();
+    let slow: Vec<_> = (0..20).map(|i| job(SLOW_FROM + i)).collect();
+    db.store.enqueue_many(&quick).await.unwrap();
+    db.store.enqueue_many(&slow).await.unwrap();
+    let h = start_workers(&db.store, &sb, config).await;
+    let filter = jobs::store::JobFilter { queue: Some(sync::KIND.into()), ..Default::default() };
+    let store = db.store.clone();
+    let slow_rows = || {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move {
+            let rows = store.search_jobs(&filter, None, 1_000).await.unwrap();
+            let account = |r: &jobs::store::JobRow| serde_json::from_str::<serde_json::Value>(&r.payload).unwrap()["account_id"].as_i64().unwrap();
+            rows.into_iter().filter(|r| account(r) >= SLOW_FROM).collect::<Vec<_>>()
+        }
+    };
+    // The quick jobs done, two slow ones running, and more held than run: claimed ahead.
+    eventually(Duration::from_secs(60), "quick jobs done and slow ones claimed ahead", || {
+        let (store, slow_rows) = (store.clone(), slow_rows.clone());
+        async move {
+            let done = store.queue_counts(sync::KIND).await.unwrap().iter().any(|(s, n)| s == "Done" && *n == 400);
+            done && slow_rows().await.iter().filter(|r| r.lock_by.is_some()).count() > 2
+        }
+    })
+    .await;
+    // Shutdown while the two run: after the grace they are left held (the rescue's to put
+    // back, as for a crash); the ones claimed ahead are put back at once.
+    h.stop().await;
+    let rows = slow_rows().await;
+    assert_eq!(rows.len(), 20);
+    let held: Vec<_> = rows.iter().filter(|r| r.lock_by.is_some()).collect();
+    assert_eq!(held.len(), 2, "only the two running stay held: {held:?}");
+    for r in rows.iter().filter(|r| r.lock_by.is_none()) {
+        assert_eq!((r.status.as_str(), r.attempts), ("Pending", 0), "{r:?}");
+        assert!(db.store.job_runs(&r.id).await.unwrap().is_empty(), "never started: {r:?}");
+    }
+    SLOW_GO.add_permits(100);
+}
