@@ -367,7 +367,7 @@ async fn jobs_claimed_ahead_and_not_started_are_put_back_at_shutdown_uncounted()
     };
     // The quick jobs done, two slow ones running, and more held than run: claimed ahead.
     eventually(Duration::from_secs(60), "quick jobs done and slow ones claimed ahead", || {
-        let (store, slow_rows) = (store.clone(), slow_rows.clone());
+        let store = store.clone();
         async move {
             let done = store.queue_counts(sync::KIND).await.unwrap().iter().any(|(s, n)| s == "Done" && *n == 400);
             done && slow_rows().await.iter().filter(|r| r.lock_by.is_some()).count() > 2
