@@ -110,11 +110,10 @@ pub async fn run_queue(
             }
         })
     };
-    let slots = Arc::new(Semaphore::new(concurrency));
     let open_max = concurrency * OPEN_PER_SLOT;
     let open = Arc::new(Semaphore::new(open_max));
-    let flow = Arc::new(Flow::default());
-    let run = Running { pool: pool.clone(), acks, slots: slots.clone(), flow: flow.clone(), shutdown: shutdown.clone() };
+    let run = Running { pool: pool.clone(), acks, slots: Arc::new(Semaphore::new(concurrency)), flow: Arc::default(), shutdown: shutdown.clone() };
+    let (slots, flow) = (&run.slots, &run.flow);
     // Jobs a claim asks for beyond the free slots: as many as ended while the last claim was
     // under way, so that they find a slot about when they arrive. Quick jobs keep claims full
     // instead of each carrying only the slots freed during the one before (26 jobs a claim,
