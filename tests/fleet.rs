@@ -67,7 +67,7 @@ async fn pacing_holds_across_processes_and_concurrency() {
         .unwrap()
         .iter()
         .filter(|e| e["endpoint"] == "user/info")
-        .map(|e| e["real_ms"].as_i64().unwrap())
+        .map(|e| e["real_us"].as_i64().unwrap())
         .collect();
     starts.sort();
     if starts.len() != accounts.len() {
@@ -76,20 +76,22 @@ async fn pacing_holds_across_processes_and_concurrency() {
         }
     }
     assert_eq!(starts.len(), accounts.len(), "one start per sync");
+    // In microseconds: a gap of 499.9 ms is under the spacing, whichever milliseconds its ends
+    // fell in.
     let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     let closest = *gaps.iter().min().unwrap();
     let length = starts.last().unwrap() - starts.first().unwrap();
-    let bound = accounts.len() as i64 * spacing_ms as i64;
-    println!("pacing: {} starts, closest gap {closest} ms, run {length} ms for a bound of {bound} ms", starts.len());
-    if closest < spacing_ms as i64 {
+    let (spacing_us, bound) = (spacing_ms as i64 * 1000, accounts.len() as i64 * spacing_ms as i64 * 1000);
+    println!("pacing: {} starts, closest gap {closest} µs, run {length} µs for a bound of {bound} µs", starts.len());
+    if closest < spacing_us {
         for (i, w) in workers.iter().enumerate() {
             w.output().lines().filter(|l| l.contains("pacing slot taken") || l.contains("clock")).for_each(|l| println!("worker {i}: {l}"));
         }
         println!("arrivals: {starts:?}");
     }
     // What the platform saw: no two starts closer than the spacing.
-    assert!(closest >= spacing_ms as i64, "two starts {closest} ms apart: {gaps:?}");
-    assert!(length <= bound * 110 / 100, "run took {length} ms, more than 10 % over {bound} ms");
+    assert!(closest >= spacing_us, "two starts {closest} µs apart: {gaps:?}");
+    assert!(length <= bound * 110 / 100, "run took {length} µs, more than 10 % over {bound} µs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     Sandbox,
-    state::{LOG_CAPACITY, LoggedRequest, Net, random_token, real_now_ms},
+    state::{LOG_CAPACITY, LoggedRequest, Net, random_token, real_now_us},
 };
 
 /// What a handler tells the log about the request it served.
@@ -32,7 +32,7 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
     let peer = req.remote_addr().as_socket_addr().map(|a| a.to_string());
     let is_admin = path.starts_with("_admin");
     // The log says when a request arrived, not when its answer was ready.
-    let arrived_ms = real_now_ms();
+    let arrived_us = real_now_us();
 
     if !is_admin {
         let fault = {
@@ -56,7 +56,7 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
             let fails = ((n as f64) * fault.error_rate).floor() > (((n - 1) as f64) * fault.error_rate).floor();
             if fails {
                 let resp = server_error(&path);
-                record(&sandbox, &method, &path, peer, &resp, arrived_ms);
+                record(&sandbox, &method, &path, peer, &resp, arrived_us);
                 return Ok(resp);
             }
         }
@@ -64,12 +64,13 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
 
     let resp = ep.call(req).await.map(IntoResponse::into_response).unwrap_or_else(|e| e.into_response());
     if !is_admin {
-        record(&sandbox, &method, &path, peer, &resp, arrived_ms);
+        record(&sandbox, &method, &path, peer, &resp, arrived_us);
     }
     Ok(resp)
 }
 
-fn record(sandbox: &Sandbox, method: &str, path: &str, peer: Option<String>, resp: &Response, arrived_ms: i64) {
+fn record(sandbox: &Sandbox, method: &str, path: &str, peer: Option<String>, resp: &Response, arrived_us: i64) {
+    let arrived_ms = arrived_us.div_euclid(1000);
     let seen = resp.extensions().get::<Seen>().cloned();
     let mut s = sandbox.lock();
     if let Some(Seen { net, endpoint, account: Some(a) }) = &seen {
@@ -79,6 +80,7 @@ fn record(sandbox: &Sandbox, method: &str, path: &str, peer: Option<String>, res
         seq: s.next_seq,
         at_ms: arrived_ms + s.clock_offset_ms,
         real_ms: arrived_ms,
+        real_us: arrived_us,
         method: method.to_owned(),
         path: path.to_owned(),
         endpoint: seen.as_ref().map_or_else(String::new, |x| x.endpoint.to_owned()),

@@ -62,10 +62,10 @@ async fn platform_outage() {
     // Sync starts (profile reads) as the platform saw them. Those the outage failed never
     // reached a handler; the ones after the recovery are the drain.
     let log = sb.admin_get(&format!("requests?after={recovered_seq}&limit=100000")).await;
-    let mut after: Vec<i64> = log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info").map(|e| e["real_ms"].as_i64().unwrap()).collect();
+    let mut after: Vec<i64> = log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info").map(|e| e["real_us"].as_i64().unwrap()).collect();
     after.sort();
-    let violations = after.windows(2).filter(|w| w[1] - w[0] < spacing).count();
-    let length = after.last().unwrap() - after.first().unwrap();
+    let violations = after.windows(2).filter(|w| w[1] - w[0] < spacing * 1000).count();
+    let length = (after.last().unwrap() - after.first().unwrap()) / 1000;
     let share = (after.len() as i64 - 1) * spacing * 100 / length.max(1);
     report(
         "platform_outage",
