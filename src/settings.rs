@@ -42,6 +42,8 @@ pub struct Settings {
     pub platform_connect_timeout_secs: u64,
     pub pacing_instagram_ms: u64,
     pub pacing_tiktok_ms: u64,
+    /// Extra gap added to every pacing slot; none: `jobs::pacing::default_margin`.
+    pub pacing_margin_ms: Option<f64>,
     pub sync_post_cap: usize,
     pub connect_concurrency: usize,
     pub refresh_concurrency: usize,
@@ -101,6 +103,7 @@ impl Default for Settings {
             platform_connect_timeout_secs: 5,
             pacing_instagram_ms: 2000,
             pacing_tiktok_ms: 2000,
+            pacing_margin_ms: None,
             sync_post_cap: 1000,
             connect_concurrency: 4,
             refresh_concurrency: 8,
@@ -144,6 +147,7 @@ pub const ENV_VARS: &[&str] = &[
     "NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_SECRET", "INSTAGRAM_CLIENT_ID", "INSTAGRAM_CLIENT_SECRET",
     "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
     "SANDBOX_URL", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "PACING_INSTAGRAM_MS", "PACING_TIKTOK_MS",
+    "PACING_MARGIN_MS",
     "SYNC_POST_CAP", "CONNECT_CONCURRENCY", "REFRESH_CONCURRENCY", "SYNC_CONCURRENCY", "NOTIFY_CONCURRENCY",
     "CONNECT_BATCH", "REFRESH_BATCH", "SYNC_BATCH", "NOTIFY_BATCH", "CONNECT_TIMEOUT_SECS", "REFRESH_TIMEOUT_SECS",
     "SYNC_TIMEOUT_SECS", "NOTIFY_TIMEOUT_SECS", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
@@ -244,6 +248,9 @@ impl Settings {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("LOG_FORMAT is malformed: expected text or json, got {:?}", self.log_format);
         }
+        if let Some(ms) = self.pacing_margin_ms.filter(|ms| !(0.0..=60_000.0).contains(ms)) {
+            bail!("PACING_MARGIN_MS is out of range: expected milliseconds from 0 to 60000, got {ms}");
+        }
         let database = self.database()?;
         let instagram = credentials(
             "INSTAGRAM",
@@ -307,6 +314,8 @@ impl Settings {
         JobSettings {
             instagram_spacing: Duration::from_millis(self.pacing_instagram_ms),
             tiktok_spacing: Duration::from_millis(self.pacing_tiktok_ms),
+            // In range: checked by `build`.
+            pacing_margin: self.pacing_margin_ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()),
             sync_post_cap: self.sync_post_cap.max(1),
             notify_webhook_url: config.notify.webhook_url.clone(),
             notify_webhook_secret: config.notify.webhook_secret.clone(),

@@ -163,6 +163,8 @@ fn bad_settings_stop_startup_with_one_clear_line() {
         (&["migrate"], vec![("DATABASE_URL", "mysql://db/x")], "DATABASE_URL is malformed"),
         (&["api"], vec![("ENCRYPTION_KEY", key), ("BIND_ADDR", "nowhere")], "BIND_ADDR is malformed"),
         (&["up"], vec![("DATABASE_MAX_CONNECTIONS", "many")], "DATABASE_MAX_CONNECTIONS is malformed"),
+        (&["worker"], vec![("PACING_MARGIN_MS", "soon")], "PACING_MARGIN_MS is malformed"),
+        (&["worker"], vec![("ENCRYPTION_KEY", key), ("PACING_MARGIN_MS", "-1")], "PACING_MARGIN_MS is out of range"),
         (&["up"], vec![("TIKTOK_CLIENT_KEY", "k")], "TIKTOK_CLIENT_SECRET, TIKTOK_REDIRECT_URI not set"),
         (&["--config", "missing.toml"], vec![], "configuration file missing.toml does not exist"),
     ];

@@ -14,7 +14,8 @@ use crate::{Figure, memory::spawn};
 
 const SPACING_MS: i64 = 50;
 
-pub async fn run(n: usize) -> Vec<Figure> {
+/// `margin_ms`: the workers' `PACING_MARGIN_MS`, or their default.
+pub async fn run(n: usize, margin_ms: Option<f64>) -> Vec<Figure> {
     let (db, store, _pool) = crate::database().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port();
     let _platform = spawn(&["sandbox", "--port", &port.to_string()], &[]);
@@ -29,7 +30,8 @@ pub async fn run(n: usize) -> Vec<Figure> {
     let vault = Vault::new(VaultKey::parse(key.expose()).expect("a fresh key parses"), vec![]);
     let accounts = testkit::platform::connected_accounts_with(&store, &sb, &vault, n, 1).await;
     let spacing = SPACING_MS.to_string();
-    let env = [
+    let margin = margin_ms.map(|ms| ms.to_string());
+    let mut env = vec![
         ("DATABASE_URL", db.url.as_str()),
         ("ENCRYPTION_KEY", key.expose().as_str()),
         ("SANDBOX_URL", sb.url.as_str()),
@@ -38,6 +40,7 @@ pub async fn run(n: usize) -> Vec<Figure> {
         ("CRON_REFRESH", "0 0 1 1 *"),
         ("CRON_SYNC", "0 0 1 1 *"),
     ];
+    env.extend(margin.as_deref().map(|m| ("PACING_MARGIN_MS", m)));
     let _workers: Vec<_> = (0..3).map(|_| spawn(&["worker", "--no-migrate"], &env)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.worker_processes(Timestamp::now()).await.expect("readable").len() < 3 {
@@ -71,7 +74,7 @@ pub async fn run(n: usize) -> Vec<Figure> {
     drop(db);
     vec![
         Figure {
-            name: format!("pacing, 3 processes × 16, {SPACING_MS} ms spacing, {n} syncs: achieved start rate"),
+            name: format!("pacing, 3 processes × 16, {SPACING_MS} ms spacing{}, {n} syncs: achieved start rate", margin.map_or(String::new(), |m| format!(" + {m} ms margin"))),
             value: (n - 1) as f64 / span_s.max(1e-9),
             baseline_name: "the bound the spacing sets".into(),
             baseline: 1000.0 / SPACING_MS as f64,

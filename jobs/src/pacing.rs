@@ -38,14 +38,15 @@ const OFFSET_SAMPLES: usize = 10;
 /// smallest pacing margin.
 const SLOW_ROUND_TRIP_US: i64 = 5_000;
 
-/// Extra spacing against the timing jitter after the slot: 4 % of the spacing, between 12 and
-/// 20 ms (1 % of the default 2 s). A quarter of it is how late a start may wake
-/// ([`late_allowed`]); the rest covers the request's way to the platform and the error in this
-/// process's reading of the database's clock. Measured on the 2-core machine under load (two
-/// busy loops beside three workers): wake-ups up to 4 ms late, then up to 6 ms until the
-/// platform logged the request; with 8 ms, half of it for waking, a cold start once came 2 ms
-/// under the spacing.
-pub fn pacing_margin(spacing: Duration) -> Duration {
+/// The extra spacing against the timing jitter after the slot, unless configured
+/// (`PACING_MARGIN_MS`): 4 % of the spacing, between 12 and 20 ms (1 % of the default 2 s). A
+/// quarter of it is how late a start may wake ([`late_allowed`]); the rest covers the request's
+/// way to the platform and the error in this process's reading of the database's clock.
+/// Measured on the 2-core machine under load (two busy loops beside three workers): wake-ups up
+/// to 4 ms late, then up to 6 ms until the platform logged the request; with 8 ms, half of it
+/// for waking, a cold start once came 2 ms under the spacing. BENCHMARKS.md has the jitter
+/// measured with smaller margins.
+pub fn default_margin(spacing: Duration) -> Duration {
     (spacing / 25).clamp(Duration::from_millis(12), Duration::from_millis(20))
 }
 
@@ -80,14 +81,17 @@ impl LocalGates {
         }
     }
 
-    /// Waits for a slot on `platform`'s gate, spaced `spacing` (plus [`pacing_margin`]) from
-    /// every other start in the fleet.
-    pub async fn start(&self, store: &Store, platform: Platform, spacing: Duration, max_wait: Duration) -> Result<Slot, StoreError> {
-        let margin = pacing_margin(spacing);
+    /// Waits for a slot on `platform`'s gate, spaced `spacing` plus `margin` from every other
+    /// start in the fleet.
+    pub async fn start(&self, store: &Store, platform: Platform, spacing: Duration, margin: Duration, max_wait: Duration) -> Result<Slot, StoreError> {
         let begun = Instant::now();
         loop {
             let turn = self.turn(platform).lock().await;
-            let now = Timestamp(self.clock.now_micros(store).await?.div_euclid(1000));
+            // The offset is read here, and measured again here when due: never in the wait for
+            // the slot, where its round trips would make the start late.
+            let offset = self.clock.offset(store).await?;
+            let now_micros = || local_micros() + offset;
+            let now = Timestamp(now_micros().div_euclid(1000));
             let slot = match store.reserve_pacing_slot(platform.as_str(), spacing + margin, now.plus(PACING_LEAD), max_wait).await? {
                 Ok(slot) => slot,
                 Err(next) => return Ok(Slot::Later(now.until(next))),
@@ -96,12 +100,12 @@ impl LocalGates {
             let slot_us = slot.0 * 1000;
             // The timer wakes on a millisecond tick, after the deadline: sleep to just before
             // the slot, then yield until it.
-            let wait = slot_us - self.clock.now_micros(store).await? - EARLY_WAKE_US;
+            let wait = slot_us - now_micros() - EARLY_WAKE_US;
             tokio::time::sleep(Duration::from_micros(wait.max(0) as u64)).await;
-            let mut now = self.clock.now_micros(store).await?;
+            let mut now = now_micros();
             while now < slot_us {
                 tokio::task::yield_now().await;
-                now = self.clock.now_micros(store).await?;
+                now = now_micros();
             }
             let late = Duration::from_micros((now - slot_us) as u64);
             if late <= late_allowed(margin) {
@@ -124,8 +128,8 @@ struct FleetClock {
 }
 
 impl FleetClock {
-    /// The database's clock now, in microseconds since the epoch.
-    async fn now_micros(&self, store: &Store) -> Result<i64, StoreError> {
+    /// The database's clock minus this process's, in microseconds.
+    async fn offset(&self, store: &Store) -> Result<i64, StoreError> {
         let cached = *self.offset.lock().expect("not poisoned");
         let offset = match cached {
             Some((at, offset)) if at.elapsed() < CLOCK_CHECK_EVERY => offset,
@@ -135,7 +139,7 @@ impl FleetClock {
                 offset
             }
         };
-        Ok(local_micros() + offset)
+        Ok(offset)
     }
 }
 
@@ -161,6 +165,7 @@ async fn measure_offset(store: &Store) -> Result<i64, StoreError> {
         }
     }
     let (rtt, offset) = best.unwrap_or((0, 0));
+    tracing::debug!(target: "data_sync", offset_us = offset, round_trip_us = rtt, "database clock offset measured");
     if rtt > SLOW_ROUND_TRIP_US {
         tracing::warn!(target: "data_sync", round_trip_us = rtt, "database clock read slowly; pacing starts may be off by up to half of it");
     }

@@ -79,7 +79,8 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
     let spacing = cx.settings.spacing(account.platform);
     // Connect before the slot, not in it.
     cx.clients.warm(account.platform).await;
-    let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, cx.settings.max_pacing_wait).await? {
+    let margin = cx.settings.pacing_margin(account.platform);
+    let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, margin, cx.settings.max_pacing_wait).await? {
         Slot::Now(waited) => waited,
         Slot::Later(wait) => {
             // Come back a little before the slot (fetching a due job takes up to a poll),
