@@ -49,7 +49,7 @@ async fn pacing_holds_across_processes_and_concurrency() {
     );
     let accounts = connected_accounts(&db, &sb, &fleet.vault, 20).await;
     let workers = vec![fleet.worker(), fleet.worker(), fleet.worker()];
-    let log_start = sb.admin_get("requests?limit=100000").await.as_array().unwrap().last().map_or(0, |e| e["seq"].as_u64().unwrap());
+    let log_start = sb.last_request_seq().await;
     for (id, _) in &accounts {
         db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
     }
@@ -61,19 +61,9 @@ async fn pacing_holds_across_processes_and_concurrency() {
     })
     .await;
     // A sync starts with its profile read; the platform's log has when each arrived.
-    let log = sb.admin_get(&format!("requests?after={log_start}&limit=100000")).await;
-    let mut starts: Vec<i64> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["endpoint"] == "user/info")
-        .map(|e| e["real_us"].as_i64().unwrap())
-        .collect();
-    starts.sort();
+    let starts = sb.arrivals_us("user/info", log_start).await;
     if starts.len() != accounts.len() {
-        for e in log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info") {
-            println!("{e}");
-        }
+        println!("{}", sb.admin_get(&format!("requests?after={log_start}&limit=100000")).await);
     }
     assert_eq!(starts.len(), accounts.len(), "one start per sync");
     // In microseconds: a gap of 499.9 ms is under the spacing, whichever milliseconds its ends

@@ -47,7 +47,7 @@ pub async fn run(n: usize, margin_ms: Option<f64>) -> Vec<Figure> {
         assert!(Instant::now() < deadline, "the workers did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let log_start = sb.admin_get("requests?limit=100000").await.as_array().expect("a log").last().map_or(0, |e| e["seq"].as_u64().unwrap_or(0));
+    let log_start = sb.last_request_seq().await;
     let jobs: Vec<_> = accounts.iter().map(|(id, _)| sync::job(*id, sync::SyncReason::Manual, Timestamp::now())).collect();
     for chunk in jobs.chunks(1000) {
         store.enqueue_many(chunk).await.expect("enqueued");
@@ -58,10 +58,7 @@ pub async fn run(n: usize, margin_ms: Option<f64>) -> Vec<Figure> {
         assert!(Instant::now() < deadline, "the syncs did not finish");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let log = sb.admin_get(&format!("requests?after={log_start}&limit=100000")).await;
-    let mut starts: Vec<i64> =
-        log.as_array().expect("a log").iter().filter(|e| e["endpoint"] == "user/info").filter_map(|e| e["real_us"].as_i64()).collect();
-    starts.sort();
+    let starts = sb.arrivals_us("user/info", log_start).await;
     assert_eq!(starts.len(), n, "one profile read per sync");
     let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     let violations = gaps.iter().filter(|g| **g < SPACING_MS * 1000).count();

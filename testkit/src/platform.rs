@@ -85,6 +85,24 @@ impl SandboxServer {
         resp.json().await.unwrap()
     }
 
+    /// The sequence number of the last request the sandbox has logged (0 before any): what
+    /// [`SandboxServer::arrivals_us`] reads after.
+    pub async fn last_request_seq(&self) -> u64 {
+        let log = self.admin_get("requests?limit=100000").await;
+        log.as_array().expect("a log").last().map_or(0, |e| e["seq"].as_u64().expect("a sequence number"))
+    }
+
+    /// When each request to `endpoint` logged after request `after` arrived, in microseconds of
+    /// real time, earliest first. A sync starts with its profile read (TikTok's `user/info`):
+    /// these are the starts pacing spaces, as the platform saw them.
+    pub async fn arrivals_us(&self, endpoint: &str, after: u64) -> Vec<i64> {
+        let log = self.admin_get(&format!("requests?after={after}&limit=100000")).await;
+        let arrivals = log.as_array().expect("a log").iter().filter(|e| e["endpoint"] == endpoint);
+        let mut at: Vec<i64> = arrivals.map(|e| e["real_us"].as_i64().expect("an arrival time")).collect();
+        at.sort_unstable();
+        at
+    }
+
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let resp = self.http.request(method, format!("{}/_admin/{path}", self.url)).json(&body).send().await.unwrap();
         assert!(resp.status().is_success(), "_admin/{path}: {}", resp.status());

@@ -43,7 +43,7 @@ async fn platform_outage() {
     let n = 40;
     let accounts = connected_accounts_with(&db.store, &sb, &fleet.vault, n, 1).await;
     let _workers = [fleet.worker(), fleet.worker(), fleet.worker()];
-    let log_start = last_seq(&sb).await;
+    let log_start = sb.last_request_seq().await;
     sb.faults(json!([{ "path_prefix": "tiktok/", "error_rate": 1.0 }])).await;
     let now = Timestamp::now();
     let jobs: Vec<NewJob> = accounts.iter().flat_map(|(id, _)| [refresh::job(*id, now, now), sync::job(*id, SyncReason::Manual, now)]).collect();
@@ -52,7 +52,7 @@ async fn platform_outage() {
     tokio::time::sleep(outage).await;
     let marked_during = count(&db, "SELECT COUNT(*) FROM social_accounts WHERE status <> 'active'").await;
     let failed_calls = sb.admin_get(&format!("requests?after={log_start}&limit=100000")).await.as_array().unwrap().iter().filter(|e| e["status"].as_u64() >= Some(500)).count();
-    let recovered_seq = last_seq(&sb).await;
+    let recovered_seq = sb.last_request_seq().await;
     sb.faults(json!([])).await;
     let recovered = Instant::now();
     eventually(Duration::from_secs(120), "every account synced and refreshed", || async { unfinished(&db, true).await == 0 }).await;
@@ -61,9 +61,7 @@ async fn platform_outage() {
 
     // Sync starts (profile reads) as the platform saw them. Those the outage failed never
     // reached a handler; the ones after the recovery are the drain.
-    let log = sb.admin_get(&format!("requests?after={recovered_seq}&limit=100000")).await;
-    let mut after: Vec<i64> = log.as_array().unwrap().iter().filter(|e| e["endpoint"] == "user/info").map(|e| e["real_us"].as_i64().unwrap()).collect();
-    after.sort();
+    let after = sb.arrivals_us("user/info", recovered_seq).await;
     let violations = after.windows(2).filter(|w| w[1] - w[0] < spacing * 1000).count();
     let length = (after.last().unwrap() - after.first().unwrap()) / 1000;
     let share = (after.len() as i64 - 1) * spacing * 100 / length.max(1);
@@ -81,10 +79,6 @@ async fn platform_outage() {
     assert_eq!((marked_during, marked), (0, 0), "a transient outage marks no account");
     assert!(failed_calls >= n, "the outage was felt");
     assert_eq!(violations, 0, "no two sync starts closer than {spacing} ms");
-}
-
-async fn last_seq(sb: &SandboxServer) -> u64 {
-    sb.admin_get("requests?limit=100000").await.as_array().unwrap().last().map_or(0, |e| e["seq"].as_u64().unwrap())
 }
 
 // 4 ─────────────────────────────────────────────────────────────────────────────────────────────
