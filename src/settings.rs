@@ -42,7 +42,7 @@ pub struct Settings {
     pub platform_connect_timeout_secs: u64,
     pub pacing_instagram_ms: u64,
     pub pacing_tiktok_ms: u64,
-    /// Extra gap added to every pacing slot; none: `jobs::pacing::default_margin`.
+    /// Extra gap added to every pacing slot; none: `jobs::pacing::DEFAULT_MARGIN`.
     pub pacing_margin_ms: Option<f64>,
     pub sync_post_cap: usize,
     pub connect_concurrency: usize,
@@ -315,7 +315,7 @@ impl Settings {
             instagram_spacing: Duration::from_millis(self.pacing_instagram_ms),
             tiktok_spacing: Duration::from_millis(self.pacing_tiktok_ms),
             // In range: checked by `build`.
-            pacing_margin: self.pacing_margin_ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()),
+            pacing_margin: self.pacing_margin_ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()).unwrap_or(jobs::pacing::DEFAULT_MARGIN),
             sync_post_cap: self.sync_post_cap.max(1),
             notify_webhook_url: config.notify.webhook_url.clone(),
             notify_webhook_secret: config.notify.webhook_secret.clone(),

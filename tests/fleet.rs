@@ -28,8 +28,8 @@ async fn pacing_holds_across_processes_and_concurrency() {
     let url = line.split("on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     let sb = SandboxServer::remote(&url);
     sb.settings(json!({ "posts_per_account": 5 })).await;
-    // At 500 ms and up the margin each slot adds against jitter is production's 20 ms (at the
-    // default 2 s too); at 200 ms its 12 ms was once crossed by a first start.
+    // The margin each slot adds against jitter is 20 ms at any spacing; at 200 ms spacing,
+    // when it was 12 ms there, a first start once crossed it.
     let spacing_ms = 500u64;
     let spacing = spacing_ms.to_string();
     let fleet = Fleet::new(

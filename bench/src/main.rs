@@ -25,8 +25,8 @@ struct Args {
     /// apalis and the one-by-one enqueue (for profiling; minutes shorter).
     #[arg(long)]
     processing_only: bool,
-    /// Pacing only: the workers' `PACING_MARGIN_MS` instead of its default (12 ms at the
-    /// benchmark's 50 ms spacing), to measure what a smaller margin trades.
+    /// Pacing only: the workers' `PACING_MARGIN_MS` instead of its default (20 ms), to measure
+    /// what a smaller margin trades.
     #[arg(long)]
     pacing_margin_ms: Option<f64>,
 }

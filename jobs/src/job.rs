@@ -18,8 +18,8 @@ pub struct JobSettings {
     /// Minimum gap between two sync starts on one platform, fleet-wide.
     pub instagram_spacing: Duration,
     pub tiktok_spacing: Duration,
-    /// Extra gap added to every slot, against timing jitter; `None`: [`pacing::default_margin`].
-    pub pacing_margin: Option<Duration>,
+    /// Extra gap added to every pacing slot, against timing jitter.
+    pub pacing_margin: Duration,
     /// A sync whose slot is further away than this reschedules itself instead of waiting.
     pub max_pacing_wait: Duration,
     /// Refresh this long before the access token expires (capped at half its lifetime).
@@ -40,7 +40,7 @@ impl Default for JobSettings {
         Self {
             instagram_spacing: Duration::from_secs(2),
             tiktok_spacing: Duration::from_secs(2),
-            pacing_margin: None,
+            pacing_margin: pacing::DEFAULT_MARGIN,
             max_pacing_wait: Duration::from_secs(5),
             instagram_refresh_lead: Duration::from_secs(7 * 86_400),
             tiktok_refresh_lead: Duration::from_secs(30 * 60),
@@ -59,11 +59,6 @@ impl JobSettings {
             Platform::Instagram => self.instagram_spacing,
             Platform::Tiktok => self.tiktok_spacing,
         }
-    }
-
-    /// The extra gap added to `p`'s slots: configured, or [`pacing::default_margin`] of its spacing.
-    pub fn pacing_margin(&self, p: Platform) -> Duration {
-        self.pacing_margin.unwrap_or_else(|| pacing::default_margin(self.spacing(p)))
     }
 
     pub fn refresh_lead(&self, p: Platform) -> Duration {

@@ -71,7 +71,7 @@ pub async fn sync_sweep(cx: &JobContext, chunk: u32) -> Result<u64> {
         }
         let mut jobs = Vec::new();
         for (platform, ids) in by_platform {
-            let spacing = settings.spacing(platform) + settings.pacing_margin(platform);
+            let spacing = settings.spacing(platform) + settings.pacing_margin;
             let start = match next.get(&platform) {
                 Some(t) => *t,
                 None => store.pacing_next_at(platform.as_str()).await?.unwrap_or(now).max(now),

@@ -79,7 +79,7 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
     let spacing = cx.settings.spacing(account.platform);
     // Connect before the slot, not in it.
     cx.clients.warm(account.platform).await;
-    let margin = cx.settings.pacing_margin(account.platform);
+    let margin = cx.settings.pacing_margin;
     let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, margin, cx.settings.max_pacing_wait).await? {
         Slot::Now(waited) => waited,
         Slot::Later(wait) => {
