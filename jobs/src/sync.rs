@@ -79,8 +79,8 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
     let spacing = cx.settings.spacing(account.platform);
     // Connect before the slot, not in it.
     cx.clients.warm(account.platform).await;
-    let margin = cx.settings.pacing_margin;
-    let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, margin, cx.settings.max_pacing_wait).await? {
+    let (margin, max_wait) = (cx.settings.pacing_margin, cx.settings.max_pacing_wait);
+    let waited = match cx.local_gates.start(&cx.store, account.platform, spacing, margin, max_wait).await? {
         Slot::Now(waited) => waited,
         Slot::Later(wait) => {
             // Come back a little before the slot (fetching a due job takes up to a poll),
