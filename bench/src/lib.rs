@@ -73,6 +73,30 @@ pub async fn database() -> (TestDb, Store, PgPool) {
     (db, store, pool)
 }
 
+/// What the benchmarks' connections to PostgreSQL are, in words: the server's version and the
+/// transport, which the figures depend on (TLS on a loopback connection cost the no-op
+/// throughput 15–20 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it:
+/// `?sslmode=disable`, or a Unix socket with `?host=/var/run/postgresql`.
+pub async fn connection() -> String {
+    let url = testkit::postgres_admin_url();
+    let pool = PgPool::connect(&url).await.expect("the PostgreSQL server accepts connections");
+    let (version, tls, host): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT current_setting('server_version'),
+            (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl),
+            host(inet_server_addr())",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the connection describes itself");
+    pool.close().await;
+    let transport = match (&host, &tls) {
+        (None, _) => "a Unix socket".to_owned(),
+        (Some(h), Some(tls)) => format!("TCP to {h} with TLS ({tls})"),
+        (Some(h), None) => format!("TCP to {h} without TLS"),
+    };
+    format!("PostgreSQL {version} over {transport}")
+}
+
 /// The median of `runs` timings of `f`.
 pub async fn median<F, Fut>(runs: usize, mut f: F) -> Duration
 where

@@ -56,6 +56,8 @@ enum Size {
 async fn main() {
     let args = Args::parse();
     let full = args.size != Size::Tiny;
+    // Before the table: its figures depend on the connection (a line the table's `grep "^|"` leaves out).
+    println!("Database: {}.", bench::connection().await);
     println!("{}", bench::HEADER);
     let want = |w: Which| args.which == Which::All || args.which == w;
     if want(Which::Fanout) {

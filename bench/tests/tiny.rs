@@ -2,6 +2,8 @@
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_benchmark_runs_at_a_tiny_size() {
+    let connection = bench::connection().await;
+    assert!(connection.starts_with("PostgreSQL ") && [" with TLS (", " without TLS", " a Unix socket"].iter().any(|t| connection.contains(t)), "{connection}");
     let mut figures = vec![bench::fanout::run(300).await];
     figures.extend(bench::memory::run(200).await);
     figures.extend(bench::pickup::run(3).await);
