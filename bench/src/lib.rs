@@ -75,7 +75,7 @@ pub async fn database() -> (TestDb, Store, PgPool) {
 
 /// What the benchmarks' connections to PostgreSQL are, in words: the server's version and the
 /// transport, which the figures depend on (TLS on a loopback connection cost the no-op
-/// throughput 15–20 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it:
+/// throughput about 15 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it:
 /// `?sslmode=disable`, or a Unix socket with `?host=/var/run/postgresql`.
 pub async fn connection() -> String {
     let url = testkit::postgres_admin_url();
