@@ -78,17 +78,17 @@ pub async fn database() -> (TestDb, Store, PgPool) {
 /// throughput about 15 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it:
 /// `?sslmode=disable`, or a Unix socket with `?host=/var/run/postgresql`.
 pub async fn connection() -> String {
-    let url = testkit::postgres_admin_url();
-    let pool = PgPool::connect(&url).await.expect("the PostgreSQL server accepts connections");
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&testkit::postgres_admin_url()).await.expect("the PostgreSQL server accepts connections");
     let (version, tls, host): (String, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT current_setting('server_version'),
             (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl),
             host(inet_server_addr())",
     )
-    .fetch_one(&pool)
+    .fetch_one(&mut conn)
     .await
     .expect("the connection describes itself");
-    pool.close().await;
+    let _ = conn.close().await;
     let transport = match (&host, &tls) {
         (None, _) => "a Unix socket".to_owned(),
         (Some(h), Some(tls)) => format!("TCP to {h} with TLS ({tls})"),
