@@ -110,6 +110,42 @@ async fn production_on_postgres_migrate_twice_then_api_and_worker() {
     assert!(!dir.path().join("data").exists(), "PostgreSQL mode writes nothing locally");
 }
 
+/// Each process says at start how it reached PostgreSQL, so an operator reading a slow
+/// worker's log sees TLS on a connection to the same machine (about 15 % of the throughput,
+/// BENCHMARKS.md) without asking the server. Held against the server's own settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_says_how_it_reached_postgresql() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let jobs::store::Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL test database") };
+    let (version, ssl, socket_dir): (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('server_version'), current_setting('ssl'),
+            trim(split_part(current_setting('unix_socket_directories'), ',', 1))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let said = |query: &[(&str, &str)]| {
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.query_pairs_mut().clear().extend_pairs(query);
+        let mut env = env_of(&keys);
+        env.push(("DATABASE_URL", url.as_str()));
+        let (status, out, err) = run(dir.path(), &["migrate"], &env);
+        assert!(status.success(), "{out}{err}");
+        let line = err.lines().find(|l| l.contains("connected to PostgreSQL")).unwrap_or_else(|| panic!("no connection line:\n{err}"));
+        assert!(line.contains(&format!("PostgreSQL {version} over ")), "{line}");
+        line.to_owned()
+    };
+    let tls = if ssl == "on" { "with TLS (TLSv1" } else { "without TLS" };
+    let prefer = said(&[("sslmode", "prefer")]);
+    assert!(prefer.contains("over TCP to ") && prefer.contains(tls), "ssl = {ssl}: {prefer}");
+    let disable = said(&[("sslmode", "disable")]);
+    assert!(disable.contains("over TCP to ") && disable.contains("without TLS"), "{disable}");
+    let socket = said(&[("host", &socket_dir)]);
+    assert!(socket.contains("over a Unix socket"), "{socket}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_processes_share_the_failed_authentication_count() {
     let db = TestDb::new(Backend::Postgres).await;

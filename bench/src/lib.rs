@@ -73,28 +73,16 @@ pub async fn database() -> (TestDb, Store, PgPool) {
     (db, store, pool)
 }
 
-/// What the benchmarks' connections to PostgreSQL are, in words: the server's version and the
-/// transport, which the figures depend on (TLS on a loopback connection cost the no-op
-/// throughput about 15 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it:
-/// `?sslmode=disable`, or a Unix socket with `?host=/var/run/postgresql`.
+/// What the benchmarks' connections to PostgreSQL are, in words ([`jobs::store::describe_postgres`]):
+/// the figures depend on the transport (TLS on a loopback connection cost the no-op throughput
+/// about 15 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it: `?sslmode=disable`,
+/// or a Unix socket with `?host=/var/run/postgresql`.
 pub async fn connection() -> String {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&testkit::postgres_admin_url()).await.expect("the PostgreSQL server accepts connections");
-    let (version, tls, host): (String, Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT current_setting('server_version'),
-            (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl),
-            host(inet_server_addr())",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .expect("the connection describes itself");
+    let how = jobs::store::describe_postgres(&mut conn).await.expect("the connection describes itself");
     let _ = conn.close().await;
-    let transport = match (&host, &tls) {
-        (None, _) => "a Unix socket".to_owned(),
-        (Some(h), Some(tls)) => format!("TCP to {h} with TLS ({tls})"),
-        (Some(h), None) => format!("TCP to {h} without TLS"),
-    };
-    format!("PostgreSQL {version} over {transport}")
+    how
 }
 
 /// The median of `runs` timings of `f`.

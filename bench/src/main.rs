@@ -52,7 +52,8 @@ enum Size {
     Huge,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// As many runtime threads as cores, as the `socialsync` binary has (`TOKIO_WORKER_THREADS` overrides).
+#[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args = Args::parse();
     let full = args.size != Size::Tiny;

@@ -142,10 +142,16 @@ impl Store {
             // One direct connection first: a pool would only report "timed out", while this
             // says why (refused, unknown host, authentication, no such database).
             let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
-            let probe = tokio::time::timeout(cfg.acquire_timeout, PgConnection::connect_with(&opts))
+            let mut probe = tokio::time::timeout(cfg.acquire_timeout, PgConnection::connect_with(&opts))
                 .await
                 .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
                 .map_err(connect_err)?;
+            // Said once at start: the transport is what an operator checks when throughput
+            // falls short (TLS to a server on the same machine costs about 15 %, BENCHMARKS.md).
+            match describe_postgres(&mut probe).await {
+                Ok(how) => tracing::info!("connected to {how}"),
+                Err(e) => tracing::debug!(error = %e, "the connection could not describe itself"),
+            }
             let _ = probe.close().await;
             let pool = PgPoolOptions::new()
                 .max_connections(cfg.max_connections)
@@ -209,6 +215,25 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
+}
+
+/// A PostgreSQL connection in words: the server's version and the transport, e.g.
+/// "PostgreSQL 15.20 over TCP to 127.0.0.1 with TLS (TLSv1.3)" or "… over a Unix socket".
+/// A client's default `sslmode=prefer` takes TLS whenever the server offers it, loopback too.
+pub async fn describe_postgres(conn: &mut PgConnection) -> Result<String> {
+    let (version, tls, host): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT current_setting('server_version'),
+            (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl),
+            host(inet_server_addr())",
+    )
+    .fetch_one(conn)
+    .await?;
+    let transport = match (host, tls) {
+        (None, _) => "a Unix socket".to_owned(),
+        (Some(h), Some(tls)) => format!("TCP to {h} with TLS ({tls})"),
+        (Some(h), None) => format!("TCP to {h} without TLS"),
+    };
+    Ok(format!("PostgreSQL {version} over {transport}"))
 }
 
 fn is_undefined_table(e: &dyn sqlx::error::DatabaseError) -> bool {
