@@ -58,8 +58,15 @@ impl Figure {
         let u = self.unit;
         // A baseline not run (NaN) has no ratio.
         let ratio = if self.baseline.is_nan() { "–".to_owned() } else { format!("×{:.2}", self.ratio()) };
-        format!("| {} | {:.1} {u} | {:.1} {u} ({}) | {ratio} | {} |", self.name, self.value, self.baseline, self.baseline_name, self.target)
+        let (value, baseline) = (number(self.value), number(self.baseline));
+        format!("| {} | {value} {u} | {baseline} {u} ({}) | {ratio} | {} |", self.name, self.baseline_name, self.target)
     }
+}
+
+/// One decimal, or three significant digits below 1 (a pace of 0.495 starts/s is not 0.5).
+fn number(v: f64) -> String {
+    let decimals = if v.is_finite() && v != 0.0 && v.abs() < 1.0 { (2 - v.abs().log10().floor() as i32).max(1) as usize } else { 1 };
+    format!("{v:.decimals$}")
 }
 
 /// The header of the table [`Figure::row`] fills.
@@ -106,4 +113,17 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let i = ((samples.len() as f64 - 1.0) * p / 100.0).round() as usize;
     samples[i.min(samples.len().saturating_sub(1))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Figure;
+
+    #[test]
+    fn a_row_keeps_three_significant_digits_below_one() {
+        let f = Figure { name: "pace".into(), value: 0.4951, baseline: 0.5, baseline_name: "bound".into(), unit: "starts/s", target: String::new() };
+        assert_eq!(f.row(), "| pace | 0.495 starts/s | 0.500 starts/s (bound) | ×0.99 |  |");
+        let f = Figure { value: 14.28, baseline: 20.0, ..f };
+        assert!(f.row().starts_with("| pace | 14.3 starts/s | 20.0 starts/s"), "{}", f.row());
+    }
 }

@@ -9,7 +9,7 @@ async fn every_benchmark_runs_at_a_tiny_size() {
     figures.extend(bench::pickup::run(3).await);
     figures.extend(bench::api::run(1).await);
     figures.push(bench::orphans::run(3).await);
-    figures.extend(bench::pacing::run(10, None).await);
+    figures.extend(bench::pacing::run(10, bench::pacing::SPACING_MS, None).await);
     figures.extend(bench::throughput::run(&[200], &[4], std::time::Duration::ZERO, false).await);
     // `--processing-only`: socialsync's two rows; only the no-op row has its baseline (the
     // statements alone), the other says it was not run.
