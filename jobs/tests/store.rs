@@ -316,6 +316,12 @@ both_backends! {
         assert_eq!(db.store.reserve_pacing_slot("tiktok", spacing, late, max_wait).await.unwrap(), Err(hint));
         assert_eq!(db.store.reserve_pacing_slot("instagram", spacing, late, max_wait).await.unwrap(), Ok(late), "keys are independent");
 
+        // Slots are whole milliseconds: a fraction of one in the spacing rounds up, never down.
+        let spacing = Duration::from_micros(200_400);
+        for expected in [late, late.plus(Duration::from_millis(201))] {
+            assert_eq!(db.store.reserve_pacing_slot("fraction", spacing, late, max_wait).await.unwrap(), Ok(expected));
+        }
+
         // The database's clock, which slots follow, reads the present.
         let db_now = db.store.database_micros().await.unwrap() / 1000;
         assert!(db_now.abs_diff(jobs::Timestamp::now().0) < 5_000, "{db_now}");

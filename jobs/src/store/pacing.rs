@@ -14,6 +14,8 @@ impl Store {
     /// `earliest`, and moves the gate one `spacing` past it — unless that slot is more than
     /// `max_wait` after `earliest`; then nothing is reserved and `Err(next free instant)` says
     /// when to come back. Instants are on the database's clock ([`Store::database_micros`]).
+    /// Slots are whole milliseconds: a spacing with a fraction of one is rounded up, so that a
+    /// fractional `PACING_MARGIN_MS` widens the gap rather than vanishing from it.
     pub async fn reserve_pacing_slot(
         &self,
         key: &str,
@@ -31,7 +33,7 @@ impl Store {
              WHERE pacing_gates.next_at <= $2 + $4
              RETURNING next_at - $3",
         );
-        let (spacing, max_wait) = (spacing.as_millis() as i64, max_wait.as_millis() as i64);
+        let (spacing, max_wait) = (spacing.as_micros().div_ceil(1000) as i64, max_wait.as_millis() as i64);
         let slot: Option<Timestamp> = on_pool!(self, p => sqlx::query_scalar(sql)
             .bind(key).bind(earliest).bind(spacing).bind(max_wait).fetch_optional(p).await?);
         match slot {
