@@ -377,6 +377,7 @@ async fn jobs_claimed_ahead_and_not_started_are_put_back_at_shutdown_uncounted()
             rows
         }
     };
+    let held = |rows: &[jobs::store::JobRow]| rows.iter().filter(|r| r.lock_by.is_some()).count();
     let mut round = 0;
     let rows = loop {
         assert!(round < ROUNDS, "no claim ahead of the free slots in {ROUNDS} switches from quick to slow jobs");
@@ -390,25 +391,25 @@ async fn jobs_claimed_ahead_and_not_started_are_put_back_at_shutdown_uncounted()
         // The round's quick jobs done and both slots taken by its slow ones.
         let before = round * (QUICK + SLOW);
         eventually(Duration::from_secs(60), "quick jobs done and two slow ones running", || async move {
-            done(before + QUICK).await && slow_rows(round).await.iter().filter(|r| r.lock_by.is_some()).count() >= 2
+            done(before + QUICK).await && held(&slow_rows(round).await) >= 2
         })
         .await;
         let rows = slow_rows(round).await;
-        if rows.iter().filter(|r| r.lock_by.is_some()).count() > 2 {
+        if held(&rows) > 2 {
             break rows;
         }
         SLOW_GO.add_permits(SLOW as usize);
         eventually(Duration::from_secs(60), "the round's slow jobs done", || done(before + QUICK + SLOW)).await;
         round += 1;
     };
-    eprintln!("claimed ahead in round {round}: {} slow jobs held", rows.iter().filter(|r| r.lock_by.is_some()).count());
+    eprintln!("claimed ahead in round {round}: {} slow jobs held", held(&rows));
     // Shutdown while the two run: after the grace they are left held (the rescue's to put
     // back, as for a crash); the ones claimed ahead are put back at once.
     h.stop().await;
     let rows = slow_rows(round).await;
     assert_eq!(rows.len(), SLOW as usize);
-    let held: Vec<_> = rows.iter().filter(|r| r.lock_by.is_some()).collect();
-    assert_eq!(held.len(), 2, "only the two running stay held: {held:?}");
+    let locked: Vec<_> = rows.iter().filter(|r| r.lock_by.is_some()).collect();
+    assert_eq!(locked.len(), 2, "only the two running stay held: {locked:?}");
     for r in rows.iter().filter(|r| r.lock_by.is_none()) {
         assert_eq!((r.status.as_str(), r.attempts), ("Pending", 0), "{r:?}");
         assert!(db.store.job_runs(&r.id).await.unwrap().is_empty(), "never started: {r:?}");
