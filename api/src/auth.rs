@@ -1,7 +1,8 @@
 //! Who is calling: a user by bearer JWT (HS256, `sub` = user id, `exp` required), ops tools by
 //! `X-Cron-Secret`, sibling services by `X-Service-Token`. Secrets are compared in constant
 //! time. A failure is an `UNAUTHORIZED` error; the guard in `lib.rs` counts it against the
-//! caller's IP (the `auth` rate-limit policy).
+//! caller's IP (the `auth` rate-limit policy). An address past that policy is refused every
+//! request that does not carry a valid credential ([`carries_valid_credential`]).
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use jobs::Secret;
@@ -77,6 +78,17 @@ pub fn secrets_match(given: &str, expected: &Secret) -> bool {
 
 fn state(req: &Request) -> &ApiState {
     req.data::<ApiState>().expect("the app attaches its state")
+}
+
+/// Whether `req` carries a credential that verifies: a user's JWT, the cron secret or the
+/// service token. An address locked out after failed authentications is still served for
+/// such a request (one bad client behind a shared address must not shut out everyone behind
+/// it); guessing any of these is hopeless, unlike a password, so serving them is no oracle.
+pub fn carries_valid_credential(req: &Request, config: &crate::ApiConfig) -> bool {
+    let bearer = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+    let jwt_ok = matches!((bearer, &config.jwt), (Some(token), Some(jwt)) if jwt.verify(token.trim()).is_ok());
+    let secret_ok = |header: &str, expected: Option<&Secret>| matches!((req.header(header), expected), (Some(given), Some(secret)) if secrets_match(given, secret));
+    jwt_ok || secret_ok("x-cron-secret", config.cron_secret.as_ref()) || secret_ok("x-service-token", config.service_token.as_ref())
 }
 
 /// A user, from `Authorization: Bearer <JWT>`.

@@ -109,7 +109,7 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
 }
 
 /// In front of every `/api/v1` request: the body-size limit, the per-IP lockout after failed
-/// authentications, the general per-IP limit; behind it, every error as the JSON body, and
+/// authentications (requests with a valid credential pass it), the general per-IP limit; behind it, every error as the JSON body, and
 /// failed authentications and 429 answers counted.
 async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
     let state = req.data::<ApiState>().expect("the app attaches its state").clone();
@@ -167,7 +167,8 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
             (None, Some(general)) => (None, Some(limits::hit(&state.store, "general", general, &ip, now).await?)),
             (None, None) => (None, None),
         };
-        if let Some(locked) = locked {
+        // Locked out: refused, unless the request proves who it is (see `auth`).
+        if let Some(locked) = locked.filter(|_| !auth::carries_valid_credential(&req, cfg)) {
             return Err(locked.error());
         }
         match counted {

@@ -337,8 +337,18 @@ async fn the_sixth_failed_authentication_is_limited_and_two_servers_share_the_co
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
     assert!(body["error"]["retry_after_seconds"].as_u64().unwrap() >= 1);
-    // Wrong cron secrets count the same way.
-    let resp = one.http.post(format!("{}/api/v1/jobs/data-sync/run", one.url)).header("x-cron-secret", CRON_SECRET).send().await.unwrap();
+    // Locked out: a request without a valid credential is refused, whatever it carries...
+    let run = |app: &App, secret: &str| app.http.post(format!("{}/api/v1/jobs/data-sync/run", app.url)).header("x-cron-secret", secret).send();
+    assert_eq!(run(&one, "wrong-secret").await.unwrap().status(), 429, "a wrong cron secret");
+    assert_eq!(one.http.get(format!("{}/api/v1/social-media/accounts", one.url)).send().await.unwrap().status(), 429, "no credential at all");
+    // ...and one with a valid credential is served: the address is shared by its good clients.
+    let (status, body, _) = two.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await;
+    assert_eq!(status, 200, "a valid JWT from the locked-out address: {body}");
+    assert_eq!(run(&one, CRON_SECRET).await.unwrap().status(), 200, "the right cron secret");
+    let consume = one.http.post(format!("{}/api/v1/limits/chat/consume", one.url)).header("x-service-token", "service-token").json(&json!({"key": "u1"}));
+    assert_eq!(consume.send().await.unwrap().status(), 200, "the right service token");
+    // The failures go on counting: the address is still locked out for the next bad token.
+    let resp = one.http.get(format!("{}/api/v1/social-media/accounts", one.url)).bearer_auth("forged.token.here").send().await.unwrap();
     assert_eq!(resp.status(), 429, "the address stays locked out");
 }
 
@@ -357,7 +367,12 @@ async fn dashboard_sign_ins_spend_the_auth_budget_and_429s_are_counted() {
         });
     })
     .await;
-    let sign_in = |password: &'static str| app.http.post(format!("{}/dashboard/login", app.url)).form(&[("password", password)]).send();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |password: &'static str| no_redirects.post(format!("{}/dashboard/login", app.url)).form(&[("password", password)]).send();
+    // An operator signed in before the address is locked out...
+    let signed_in = sign_in("the-ops-password").await.unwrap();
+    assert_eq!(signed_in.status(), 303, "the right password signs in");
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     // Two forged API tokens and three wrong passwords: five failures from one address.
     for _ in 0..2 {
         assert_eq!(app.call(Method::GET, "/api/v1/social-media/accounts", None, None).await.0, 401);
@@ -370,7 +385,13 @@ async fn dashboard_sign_ins_spend_the_auth_budget_and_429s_are_counted() {
     assert!(sixth.headers().contains_key("retry-after"));
     assert!(sixth.text().await.unwrap().contains("Too many failed sign-ins"), "said on the sign-in page");
     assert_eq!(sign_in("the-ops-password").await.unwrap().status(), 429, "even the right password waits");
-    assert_eq!(app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await.0, 429, "and so does the API");
+    // A password can be guessed, so a locked-out address signs in with none (the right one
+    // must not tell itself apart); a valid JWT proves itself, so the API serves it.
+    assert_eq!(app.call(Method::GET, "/api/v1/social-media/accounts", None, None).await.0, 429, "the API refuses the unauthenticated");
+    assert_eq!(app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await.0, 200, "and serves a valid user");
+    // ...keeps working: the session cookie proves who they are.
+    let page = no_redirects.get(format!("{}/dashboard/", app.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200, "a signed-in operator's dashboard from the locked-out address");
     // Each 429 answered is counted for the dashboard's health page.
     testkit::eventually(Duration::from_secs(10), "the 429s are counted", || async {
         let hours = app.db.store.counter_hours(jobs::store::API_429_COUNTER, Timestamp::now().minus(Duration::from_secs(7200))).await.unwrap();
