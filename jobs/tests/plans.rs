@@ -99,3 +99,72 @@ async fn a_dashboard_action_on_ids_planned_on_an_empty_table_still_finds_its_job
     assert_eq!(cancel(vec![one]).await, 1);
     assert_eq!(seq_scans(&store, "jobs").await, before, "an action on one job must not scan the queue table");
 }
+
+/// The scans of `table` in an `EXPLAIN (FORMAT JSON)` plan, as (node type, index name).
+fn scans_of(plan: &serde_json::Value, table: &str, out: &mut Vec<(String, Option<String>)>) {
+    let node_type = plan["Node Type"].as_str().unwrap_or_default();
+    if plan["Relation Name"] == table && node_type != "ModifyTable" {
+        out.push((node_type.to_owned(), plan["Index Name"].as_str().map(str::to_owned)));
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        scans_of(child, table, out);
+    }
+}
+
+/// An enqueue's look-up of the job waiting under its key: on a queue table that has never been
+/// analysed (autovacuum off) and holds 100 000 waiting jobs, the custom and the generic plan
+/// alike find it through the dedup index. Asserted on the plan, not on a time: without
+/// statistics the look-up once chose apalis' claim index and read every waiting row.
+#[tokio::test]
+async fn the_dedup_look_up_plans_on_the_dedup_index_without_statistics() {
+    let db = TestDb::new(Backend::Postgres).await;
+    fill(&db, "ALTER TABLE apalis.jobs SET (autovacuum_enabled = false)").await;
+    let now = Timestamp::now();
+    let jobs: Vec<_> = (0..100_000).map(|i| sync::job(AccountId(i), sync::SyncReason::Nightly, now.minus(Duration::from_secs(60)))).collect();
+    for chunk in jobs.chunks(10_000) {
+        db.store.enqueue_many(chunk).await.unwrap();
+    }
+    let Pool::Postgres(pool) = db.store.pool() else { unreachable!("a PostgreSQL store") };
+    let mut conn = pool.acquire().await.unwrap();
+    let (tuples, analysed): (f32, bool) = sqlx::query_as(
+        "SELECT c.reltuples, s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL
+         FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'apalis.jobs'::regclass",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(tuples < 0.0 && !analysed, "the table has no statistics (reltuples {tuples}, analysed {analysed})");
+
+    let prepare = format!("PREPARE enqueue (text, text, bytea, int4, int8, text, text) AS {}", db.store.enqueue_statement());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(prepare)).execute(&mut *conn).await.unwrap();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}"))).execute(&mut *conn).await.unwrap();
+        let explain = format!("EXPLAIN (FORMAT JSON) EXECUTE enqueue ('01NEW', 'sync', '\\x7b7d', 5, {}, 'sync:500', 'sync sync:500')", now.millis());
+        let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain)).fetch_one(&mut *conn).await.unwrap();
+        let mut scans = vec![];
+        scans_of(&plan[0]["Plan"], "jobs", &mut scans);
+        assert!(!scans.is_empty(), "{mode}: the look-up reads apalis.jobs: {plan}");
+        for (node, index) in &scans {
+            assert_eq!(index.as_deref(), Some("socialsync_jobs_dedup_key"), "{mode}: the look-up's {node} must use the dedup index: {plan:#}");
+        }
+    }
+    // And the statement finds the waiting job: the request is answered by it.
+    let found = db.store.enqueue(&sync::job(AccountId(500), sync::SyncReason::Manual, now)).await.unwrap();
+    assert!(!found.created, "the waiting job stands for the request");
+    assert_eq!(db.store.waiting_job(sync::KIND, Some(&sync::dedup_key(AccountId(500)))).await.unwrap(), Some(found.id));
+}
+
+/// SQLite, with no `ANALYZE` ever run: the same look-up searches the dedup index.
+#[tokio::test]
+async fn the_sqlite_dedup_look_up_searches_the_dedup_index() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let now = Timestamp::now();
+    let jobs: Vec<_> = (0..20_000).map(|i| sync::job(AccountId(i), sync::SyncReason::Nightly, now)).collect();
+    db.store.enqueue_many(&jobs).await.unwrap();
+    let Pool::Sqlite(pool) = db.store.pool() else { unreachable!("a SQLite store") };
+    let explain = format!("EXPLAIN QUERY PLAN {}", db.store.enqueue_statement());
+    let steps: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(explain)).bind("sync sync:500").bind(now.millis()).fetch_all(pool).await.unwrap();
+    let detail: Vec<&str> = steps.iter().map(|s| s.3.as_str()).collect();
+    assert_eq!(detail, ["SEARCH Jobs USING INDEX socialsync_jobs_dedup_key (<expr>=?)"], "{detail:?}");
+}

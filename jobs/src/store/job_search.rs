@@ -351,8 +351,10 @@ impl Store {
                         max_attempts = {greatest}(max_attempts, attempts + 1)
                      WHERE 1 = 1{filter_sql}
                        AND NOT (attempts = 0 AND dedup_key IS NOT NULL AND EXISTS (
-                           SELECT 1 FROM {table} AS twin WHERE twin.job_type = {table}.job_type
-                             AND twin.dedup_key = {table}.dedup_key AND twin.status = 'Pending' AND twin.attempts = 0))"
+                           SELECT 1 FROM {table} AS twin WHERE {twin_key} = {own_key}
+                             AND twin.dedup_key IS NOT NULL AND twin.status = 'Pending' AND twin.attempts = 0))",
+                    twin_key = super::queue::dedup_key_of("twin."),
+                    own_key = super::queue::dedup_key_of(&format!("{table}.")),
                 )
             }
             JobAction::Cancel => {

@@ -50,6 +50,19 @@ pub enum AttemptEnd {
 /// A job waiting for its first run: what the dedup index covers (see migration 0002).
 const PENDING: &str = "(status = 'Pending' AND attempts = 0)";
 
+/// The dedup index's key (migration 0008), of the table named by `alias` (`""` or `"twin."`).
+/// Every look-up of a waiting job by its key says it so: the planner matches the expression
+/// to that index, which is the only one that has it, so no statistics can send the look-up
+/// through another.
+pub(super) fn dedup_key_of(alias: &str) -> String {
+    format!("({alias}job_type || ' ' || {alias}dedup_key)")
+}
+
+/// The value of [`dedup_key_of`] for a job on `queue` under `key`.
+fn joined_key(queue: &str, key: &str) -> String {
+    format!("{queue} {key}")
+}
+
 /// A fresh job id (apalis ids are ULIDs).
 pub fn new_job_id() -> String {
     ulid::Ulid::new().to_string()
@@ -73,32 +86,23 @@ impl Store {
     /// per new job cost a third of one-by-one enqueueing); SQLite is in-process.
     pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
         let id = new_job_id();
-        // The job waiting under the key, due no later (each backend names its own parameters).
-        let waiting = |table: &str, queue: &str, key: &str, due: &str| format!("SELECT id FROM {table} WHERE job_type = {queue} AND dedup_key = {key} AND {PENDING} AND run_at <= {due}");
+        let joined = job.dedup_key.as_deref().map(|key| joined_key(job.queue, key));
         let stands: String = match self.pool() {
             super::Pool::Postgres(p) => {
-                let (head, tail) = self.upsert();
-                let sql = format!(
-                    "WITH waiting AS ({}), fresh AS (
-                        {head} SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6 WHERE NOT EXISTS (SELECT 1 FROM waiting) {tail}
-                    )
-                    SELECT id FROM waiting UNION ALL SELECT id FROM fresh",
-                    waiting("apalis.jobs", "$2", "$6", "to_timestamp($5::float8 / 1000)")
-                );
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                sqlx::query_scalar(sqlx::AssertSqlSafe(self.enqueue_statement()))
                     .bind(&id)
                     .bind(job.queue)
                     .bind(job.payload.to_string().into_bytes())
                     .bind(job.max_attempts)
                     .bind(job.run_at.millis())
                     .bind(job.dedup_key.as_deref())
+                    .bind(joined)
                     .fetch_one(p)
                     .await?
             }
             super::Pool::Sqlite(p) => {
-                let found = sqlx::query_scalar(sqlx::AssertSqlSafe(waiting("Jobs", "$1", "$2", "$3 / 1000")))
-                    .bind(job.queue)
-                    .bind(job.dedup_key.as_deref())
+                let found = sqlx::query_scalar(sqlx::AssertSqlSafe(self.enqueue_statement()))
+                    .bind(joined)
                     .bind(job.run_at.millis())
                     .fetch_optional(p)
                     .await?;
@@ -111,6 +115,30 @@ impl Store {
             }
         };
         Ok(Enqueued { created: stands == id, id: stands })
+    }
+
+    /// The statement [`Store::enqueue`] runs first (its parameters: PostgreSQL `$1`–`$7` = id,
+    /// queue, payload, max attempts, run-at in ms, dedup key, [`dedup_key_of`]'s value; SQLite
+    /// `$1`, `$2` = that value, run-at in ms): public so that a test can explain its plan.
+    #[doc(hidden)]
+    pub fn enqueue_statement(&self) -> String {
+        // The job waiting under the key, due no later.
+        let waiting = |table: &str, key: &str, due: &str| {
+            format!("SELECT id FROM {table} WHERE {} = {key} AND dedup_key IS NOT NULL AND {PENDING} AND run_at <= {due}", dedup_key_of(""))
+        };
+        match self.pool() {
+            super::Pool::Postgres(_) => {
+                let (head, tail) = self.upsert();
+                format!(
+                    "WITH waiting AS ({}), fresh AS (
+                        {head} SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6 WHERE NOT EXISTS (SELECT 1 FROM waiting) {tail}
+                    )
+                    SELECT id FROM waiting UNION ALL SELECT id FROM fresh",
+                    waiting("apalis.jobs", "$7", "to_timestamp($5::float8 / 1000)")
+                )
+            }
+            super::Pool::Sqlite(_) => waiting("Jobs", "$1", "$2 / 1000"),
+        }
     }
 
     /// Enqueues a chunk in one statement, with [`Store::enqueue`]'s dedup rule. Returns how many
@@ -146,9 +174,11 @@ impl Store {
         let table = self.jobs_table();
         let head = format!("INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) ");
         let tail = format!(
-            // The index's predicate as written in migration 0002 (SQLite matches it by its text).
-            " ON CONFLICT (job_type, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
+            // The index's key and predicate as written in migration 0008 (SQLite matches them by
+            // their text).
+            " ON CONFLICT ({key}) WHERE dedup_key IS NOT NULL AND status = 'Pending' AND attempts = 0
               DO UPDATE SET run_at = {least}({table}.run_at, excluded.run_at) RETURNING id",
+            key = dedup_key_of(""),
             least = self.pool().pick("LEAST", "MIN"),
         );
         (head, tail)
@@ -208,8 +238,8 @@ impl Store {
     /// The id of the job waiting on `queue` under `dedup_key`, if any.
     pub async fn waiting_job(&self, queue: &str, dedup_key: Option<&str>) -> Result<Option<String>> {
         let Some(key) = dedup_key else { return Ok(None) };
-        let sql = format!("SELECT id FROM {} WHERE job_type = $1 AND dedup_key = $2 AND {PENDING}", self.jobs_table());
-        Ok(on_pool!(self, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue).bind(key).fetch_optional(p).await?))
+        let sql = format!("SELECT id FROM {} WHERE {} = $1 AND dedup_key IS NOT NULL AND {PENDING}", self.jobs_table(), dedup_key_of(""));
+        Ok(on_pool!(self, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(joined_key(queue, key)).fetch_optional(p).await?))
     }
 
     /// Marks the named apalis workers alive now. apalis only heartbeats a worker while it polls
