@@ -23,7 +23,7 @@ pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
     let shutdown = shutdown_token();
     let public = format!("http://{addr}");
     let platforms = settings.platforms(&config, &public);
-    let sandbox = announce_platforms(&config, &platforms);
+    let sandbox = announce_platforms(&config, &platforms).map(|s| s.with_admin(settings.sandbox_admin(KeyPolicy::GenerateForDevelopment)));
     let state = api_state(settings, &config, &store, sandbox, &platforms, &public, true)?;
     tracing::info!(database = %config.database.redacted_url(), "socialsync is up");
     println!("socialsync is up on {public}  — Ctrl-C stops it");
@@ -47,7 +47,11 @@ pub async fn api(settings: &Settings, args: StartArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let public = format!("http://{addr}");
     let platforms = settings.platforms(&config, &public);
-    let sandbox = announce_platforms(&config, &platforms);
+    let admin = settings.sandbox_admin(KeyPolicy::Require);
+    if matches!(admin, sandbox::AdminAccess::Token(None)) && (config.instagram.is_none() || config.tiktok.is_none()) {
+        tracing::info!("SANDBOX_ADMIN_TOKEN is not set: the sandbox's control surface /sandbox/_admin is closed");
+    }
+    let sandbox = announce_platforms(&config, &platforms).map(|s| s.with_admin(admin));
     let state = api_state(settings, &config, &store, sandbox, &platforms, &public, false)?;
     tracing::info!(%addr, database = %config.database.redacted_url(), "API listening");
     api::serve(state, listener, shutdown_token().cancelled_owned()).await?;
@@ -215,7 +219,7 @@ fn metrics_render() -> api::MetricsRender {
 }
 
 /// Logs which platforms are real and which the sandbox; returns the sandbox to mount when a
-/// platform lacks credentials.
+/// platform lacks credentials (which `Settings::build` allows only with the sandbox on).
 fn announce_platforms(config: &Config, platforms: &jobs::config::PlatformsConfig) -> Option<sandbox::Sandbox> {
     let missing: Vec<&str> = [("instagram", config.instagram.is_none()), ("tiktok", config.tiktok.is_none())]
         .into_iter()

@@ -37,7 +37,10 @@ pub struct Settings {
     pub tiktok_client_key: Option<String>,
     pub tiktok_client_secret: Option<String>,
     pub tiktok_redirect_uri: Option<String>,
+    /// Use the sandbox for a platform without credentials; none: on in `up` only.
+    pub sandbox: Option<bool>,
     pub sandbox_url: Option<String>,
+    pub sandbox_admin_token: Option<String>,
     pub platform_timeout_secs: u64,
     pub platform_connect_timeout_secs: u64,
     pub pacing_instagram_ms: u64,
@@ -98,7 +101,9 @@ impl Default for Settings {
             tiktok_client_key: None,
             tiktok_client_secret: None,
             tiktok_redirect_uri: None,
+            sandbox: None,
             sandbox_url: None,
+            sandbox_admin_token: None,
             platform_timeout_secs: 15,
             platform_connect_timeout_secs: 5,
             pacing_instagram_ms: 2000,
@@ -146,7 +151,7 @@ pub const ENV_VARS: &[&str] = &[
     "ENCRYPTION_KEY", "ENCRYPTION_KEYS_PREVIOUS", "CRON_JOB_SECRET", "JWT_SECRET",
     "NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_SECRET", "INSTAGRAM_CLIENT_ID", "INSTAGRAM_CLIENT_SECRET",
     "INSTAGRAM_REDIRECT_URI", "TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET", "TIKTOK_REDIRECT_URI",
-    "SANDBOX_URL", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "PACING_INSTAGRAM_MS", "PACING_TIKTOK_MS",
+    "SANDBOX", "SANDBOX_URL", "SANDBOX_ADMIN_TOKEN", "PLATFORM_TIMEOUT_SECS", "PLATFORM_CONNECT_TIMEOUT_SECS", "PACING_INSTAGRAM_MS", "PACING_TIKTOK_MS",
     "PACING_MARGIN_MS",
     "SYNC_POST_CAP", "CONNECT_CONCURRENCY", "REFRESH_CONCURRENCY", "SYNC_CONCURRENCY", "NOTIFY_CONCURRENCY",
     "CONNECT_BATCH", "REFRESH_BATCH", "SYNC_BATCH", "NOTIFY_BATCH", "CONNECT_TIMEOUT_SECS", "REFRESH_TIMEOUT_SECS",
@@ -262,6 +267,7 @@ impl Settings {
             [&self.tiktok_client_key, &self.tiktok_client_secret, &self.tiktok_redirect_uri],
             ["CLIENT_KEY", "CLIENT_SECRET", "REDIRECT_URI"],
         )?;
+        self.check_sandbox(policy, [("INSTAGRAM", instagram.is_none()), ("TIKTOK", tiktok.is_none())])?;
         // Last: in development this writes a key file, which a bad setting above should prevent.
         let vault = self.vault(policy)?;
         Ok(Config {
@@ -282,6 +288,39 @@ impl Settings {
 }
 
 impl Settings {
+    /// Whether a platform without credentials may use the sandbox: asked for with
+    /// `SANDBOX=true`, on by default in `up` (development) only.
+    pub fn sandbox_allowed(&self, policy: KeyPolicy) -> bool {
+        self.sandbox.unwrap_or(policy == KeyPolicy::GenerateForDevelopment)
+    }
+
+    /// A production process never simulates a platform by accident: without the sandbox, each
+    /// platform needs its credentials.
+    fn check_sandbox(&self, policy: KeyPolicy, uncredentialed: [(&str, bool); 2]) -> Result<()> {
+        if self.sandbox_allowed(policy) {
+            return Ok(());
+        }
+        if let Some((platform, _)) = uncredentialed.iter().find(|(_, missing)| *missing) {
+            let names = if *platform == "TIKTOK" { ["CLIENT_KEY", "CLIENT_SECRET", "REDIRECT_URI"] } else { ["CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URI"] };
+            let names: Vec<String> = names.iter().map(|n| format!("{platform}_{n}")).collect();
+            bail!("{} not set: set them, or SANDBOX=true to simulate {} with the sandbox platform (development and tests only)", names.join(", "), platform.to_lowercase());
+        }
+        if self.sandbox_url.is_some() {
+            bail!("SANDBOX_URL is set but SANDBOX is not true: set SANDBOX=true to use the sandbox platform");
+        }
+        Ok(())
+    }
+
+    /// The sandbox's control surface when this process serves the sandbox: open in `up` unless
+    /// `SANDBOX_ADMIN_TOKEN` is set; behind that token (closed without it) in `api`.
+    pub fn sandbox_admin(&self, policy: KeyPolicy) -> sandbox::AdminAccess {
+        let token = self.sandbox_admin_token.as_deref().filter(|t| !t.is_empty()).map(std::sync::Arc::from);
+        match (token, policy) {
+            (None, KeyPolicy::GenerateForDevelopment) => sandbox::AdminAccess::Open,
+            (token, _) => sandbox::AdminAccess::Token(token),
+        }
+    }
+
     /// The platform clients' configuration. A platform without credentials uses the sandbox:
     /// at `SANDBOX_URL` if set, else the one this process serves at `{public_url}/sandbox`.
     /// Its OAuth redirect goes to this API's callback at `public_url`.
@@ -460,7 +499,7 @@ fn credentials(platform: &str, values: [&Option<String>; 3], names: [&str; 3]) -
                 .filter(|(v, _)| v.is_none())
                 .map(|(_, n)| format!("{platform}_{n}"))
                 .collect();
-            bail!("{} not set: {platform} needs all three credentials, or none to use the sandbox", missing.join(", "))
+            bail!("{} not set: {platform} needs all three credentials, or none (with SANDBOX=true) to use the sandbox", missing.join(", "))
         }
     }
 }

@@ -72,9 +72,11 @@ async fn up_on_a_fresh_folder_uses_sqlite_and_stops_on_ctrl_c() {
 }
 
 /// Fresh production secrets and `DATABASE_URL`, as the environment of a process under test.
+/// With the sandbox asked for: no platform credentials exist here.
 fn production_env<'a>(keys: &'a [(String, String)], db: &'a TestDb) -> Vec<(&'a str, &'a str)> {
     let mut env = env_of(keys);
     env.push(("DATABASE_URL", &db.url));
+    env.push(("SANDBOX", "true"));
     env
 }
 
@@ -196,6 +198,10 @@ fn bad_settings_stop_startup_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let keys = generated_keys(dir.path());
     let key = keys[0].1.as_str();
+    let both_platforms = [
+        ("INSTAGRAM_CLIENT_ID", "i"), ("INSTAGRAM_CLIENT_SECRET", "s"), ("INSTAGRAM_REDIRECT_URI", "https://x/cb"),
+        ("TIKTOK_CLIENT_KEY", "k"), ("TIKTOK_CLIENT_SECRET", "s"), ("TIKTOK_REDIRECT_URI", "https://x/cb"),
+    ];
     let cases: &[(&[&str], Vec<(&str, &str)>, &str)] = &[
         (&["api"], vec![("ENCRYPTION_KEY", "not-a-key")], "ENCRYPTION_KEY is malformed"),
         (&["api"], vec![("ENCRYPTION_KEY", "c2hvcnQ=")], "ENCRYPTION_KEY is malformed: expected 64 bytes"),
@@ -208,10 +214,17 @@ fn bad_settings_stop_startup_with_one_clear_line() {
         (&["worker"], vec![("PACING_MARGIN_MS", "soon")], "PACING_MARGIN_MS is malformed"),
         (&["worker"], vec![("ENCRYPTION_KEY", key), ("PACING_MARGIN_MS", "-1")], "PACING_MARGIN_MS is out of range"),
         (&["up"], vec![("TIKTOK_CLIENT_KEY", "k")], "TIKTOK_CLIENT_SECRET, TIKTOK_REDIRECT_URI not set"),
+        (&["up"], vec![("SANDBOX", "false")], "INSTAGRAM_CLIENT_ID, INSTAGRAM_CLIENT_SECRET, INSTAGRAM_REDIRECT_URI not set: set them, or SANDBOX=true"),
+        (&["api"], vec![("SANDBOX", "false"), ("ENCRYPTION_KEY", key)], "INSTAGRAM_CLIENT_ID, INSTAGRAM_CLIENT_SECRET, INSTAGRAM_REDIRECT_URI not set"),
+        (&["worker"], vec![("SANDBOX", "false"), ("INSTAGRAM_CLIENT_ID", "i"), ("INSTAGRAM_CLIENT_SECRET", "s"), ("INSTAGRAM_REDIRECT_URI", "https://x/cb")], "TIKTOK_CLIENT_KEY, TIKTOK_CLIENT_SECRET, TIKTOK_REDIRECT_URI not set"),
+        (&["api"], [both_platforms.as_slice(), &[("SANDBOX", "false"), ("SANDBOX_URL", "http://127.0.0.1:9")]].concat(), "SANDBOX_URL is set but SANDBOX is not true"),
+        (&["api"], vec![("SANDBOX", "maybe")], "SANDBOX is malformed"),
         (&["--config", "missing.toml"], vec![], "configuration file missing.toml does not exist"),
     ];
     for (args, env, expected) in cases {
-        let (status, out, err) = run(dir.path(), args, env);
+        // The sandbox on, unless the case says otherwise (a later value wins).
+        let env: Vec<_> = [("SANDBOX", "true")].into_iter().chain(env.iter().copied()).collect();
+        let (status, out, err) = run(dir.path(), args, &env);
         assert!(!status.success(), "{args:?} {env:?} should fail");
         assert_eq!(err.lines().count(), 1, "one line, got:\n{err}");
         assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
@@ -309,6 +322,43 @@ async fn sandbox_alone_serves_consent_for_both_platforms() {
     assert_eq!(clock["offset_ms"], 3_600_000);
     sb.signal("TERM");
     assert!(sb.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+/// An operator who configured one platform and forgot the other gets a refusal, not a
+/// simulated TikTok; asked for, the sandbox's control surface still needs its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_uses_the_sandbox_only_when_asked_and_guards_its_control_surface() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = generated_keys(dir.path());
+    let mut env = env_of(&keys);
+    env.extend([
+        ("DATABASE_URL", db.url.as_str()),
+        ("INSTAGRAM_CLIENT_ID", "ig-app"),
+        ("INSTAGRAM_CLIENT_SECRET", "ig-secret"),
+        ("INSTAGRAM_REDIRECT_URI", "https://app.example.com/api/v1/social-media/instagram/callback"),
+    ]);
+    let (status, out, err) = run(dir.path(), &["api"], &env);
+    assert!(!status.success(), "no TikTok credentials and no SANDBOX=true must stop start-up");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("TIKTOK_CLIENT_KEY, TIKTOK_CLIENT_SECRET, TIKTOK_REDIRECT_URI not set") && err.contains("SANDBOX=true"), "{err}");
+    assert!(out.is_empty(), "{out}");
+
+    env.extend([("SANDBOX", "true"), ("SANDBOX_ADMIN_TOKEN", "the-admin-token")]);
+    let mut api = Proc::spawn(dir.path(), &["api"], &env);
+    let url = api.wait_for_url();
+    let http = reqwest::Client::new();
+    let settings = format!("{url}/sandbox/_admin/settings");
+    let anonymous = http.get(&settings).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the control surface without the token");
+    assert_eq!(http.get(&settings).bearer_auth("a-guess").send().await.unwrap().status(), 401, "with a wrong token");
+    assert_eq!(http.get(format!("{url}/sandbox/_admin/secrets")).send().await.unwrap().status(), 401, "the issued secrets");
+    assert_eq!(http.get(&settings).bearer_auth("the-admin-token").send().await.unwrap().status(), 200, "with the token");
+    // The simulated TikTok itself answers (its consent page), and the log says it is simulated.
+    let consent = http.get(format!("{url}/sandbox/tiktok/www/v2/auth/authorize/?client_key=sandbox-tiktok-app")).send().await.unwrap();
+    assert_ne!(consent.status(), 401, "only the control surface is guarded");
+    api.wait_for_line(Duration::from_secs(10), |l| l.contains("using the sandbox platform") && l.contains("tiktok"));
+    assert!(!api.output().contains("the-admin-token"), "the token never reaches the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

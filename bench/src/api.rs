@@ -94,6 +94,7 @@ pub async fn run(secs: u64) -> Vec<Figure> {
         &[
             ("DATABASE_URL", db.url.as_str()),
             ("ENCRYPTION_KEY", key.expose().as_str()),
+            ("SANDBOX", "true"),
             ("JWT_SECRET", jwt_secret),
             ("BIND_ADDR", &format!("127.0.0.1:{port}")),
             ("RATE_LIMITS", limits),

@@ -63,7 +63,7 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// A `socialsync worker` on `db`, once it has reported its first heartbeat.
 async fn worker(db: &testkit::TestDb, store: &jobs::Store, extra: &[(&str, &str)]) -> Killed {
     let key = jobs::VaultKey::generate();
-    let mut env = vec![("DATABASE_URL", db.url.as_str()), ("ENCRYPTION_KEY", key.expose().as_str()), ("METRICS_ADDR", "127.0.0.1:0")];
+    let mut env = vec![("DATABASE_URL", db.url.as_str()), ("ENCRYPTION_KEY", key.expose().as_str()), ("SANDBOX", "true"), ("METRICS_ADDR", "127.0.0.1:0")];
     env.extend_from_slice(extra);
     let worker = spawn(&["worker"], &env);
     let deadline = Instant::now() + Duration::from_secs(60);

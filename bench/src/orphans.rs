@@ -57,6 +57,7 @@ pub async fn run(n: usize) -> Figure {
     let env = [
         ("DATABASE_URL", db.url.as_str()),
         ("ENCRYPTION_KEY", key.expose().as_str()),
+        ("SANDBOX", "true"),
         ("SANDBOX_URL", sb.url.as_str()),
         ("SYNC_CONCURRENCY", concurrency.as_str()),
         ("PACING_TIKTOK_MS", "10"),

@@ -38,6 +38,7 @@ pub async fn run(n: usize, spacing_ms: i64, margin_ms: Option<f64>) -> Vec<Figur
     let mut env = vec![
         ("DATABASE_URL", db.url.as_str()),
         ("ENCRYPTION_KEY", key.expose().as_str()),
+        ("SANDBOX", "true"),
         ("SANDBOX_URL", sb.url.as_str()),
         ("SYNC_CONCURRENCY", "16"),
         ("PACING_TIKTOK_MS", spacing.as_str()),

@@ -5,7 +5,8 @@
 //! Each real host is a path prefix, so a client swaps only base URLs:
 //! `instagram/www`, `instagram/api`, `instagram/graph`, `tiktok/www`, `tiktok/open`.
 //! `_admin/…` is the control surface (clock, settings, accounts and switches, faults, counters,
-//! request log), plain HTTP so tests in other processes can drive it.
+//! request log), plain HTTP so tests in other processes can drive it; open, or behind a token
+//! ([`AdminAccess`]).
 //!
 //! Everything lives in memory behind one mutex: the sandbox serves tests and demos, not load.
 
@@ -34,7 +35,36 @@ pub const TIKTOK_CLIENT_SECRET: &str = "sandbox-tiktok-secret";
 
 /// A sandbox platform; clones share one world.
 #[derive(Clone)]
-pub struct Sandbox(Arc<Mutex<state::State>>);
+pub struct Sandbox {
+    world: Arc<Mutex<state::State>>,
+    admin: AdminAccess,
+}
+
+/// Who may use the control surface, `/_admin`: it changes the simulated world and lists every
+/// secret issued, so a sandbox mounted by a process others reach must not serve it to anyone.
+#[derive(Clone, Debug, Default)]
+pub enum AdminAccess {
+    /// Anyone: the standalone sandbox and `socialsync up`, development on one machine.
+    #[default]
+    Open,
+    /// Requests with `Authorization: Bearer <token>`; with no token, no request (401).
+    Token(Option<Arc<str>>),
+}
+
+impl AdminAccess {
+    fn admits(&self, req: &poem::Request) -> bool {
+        use sha2::Digest;
+        match self {
+            AdminAccess::Open => true,
+            AdminAccess::Token(None) => false,
+            AdminAccess::Token(Some(token)) => {
+                let given = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
+                // Compared as digests: the time taken tells nothing about the token.
+                sha2::Sha256::digest(given.as_bytes()) == sha2::Sha256::digest(token.as_bytes())
+            }
+        }
+    }
+}
 
 impl Default for Sandbox {
     fn default() -> Self {
@@ -44,12 +74,17 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new(settings: Settings) -> Sandbox {
-        Sandbox(Arc::new(Mutex::new(state::State::new(settings))))
+        Sandbox { world: Arc::new(Mutex::new(state::State::new(settings))), admin: AdminAccess::Open }
+    }
+
+    /// This sandbox with its control surface behind `admin`.
+    pub fn with_admin(self, admin: AdminAccess) -> Sandbox {
+        Sandbox { admin, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, state::State> {
         // A handler that panicked mid-update leaves plain data behind; keep serving.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The sandbox clock, ms since the epoch (moved by `POST /_admin/clock`).

@@ -31,6 +31,10 @@ pub async fn observe<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
     let method = req.method().to_string();
     let peer = req.remote_addr().as_socket_addr().map(|a| a.to_string());
     let is_admin = path.starts_with("_admin");
+    if is_admin && !sandbox.admin.admits(&req) {
+        let body = json!({"error": "unauthorized", "message": "the control surface needs Authorization: Bearer <SANDBOX_ADMIN_TOKEN>; it is closed while that is not set"});
+        return Ok((StatusCode::UNAUTHORIZED, poem::web::Json(body)).into_response());
+    }
     // The log says when a request arrived, not when its answer was ready.
     let arrived_us = real_now_us();
 

@@ -39,6 +39,7 @@ impl Fleet {
         let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", db_url),
             ("ENCRYPTION_KEY", key.expose().as_str()),
+            ("SANDBOX", "true"),
             ("SANDBOX_URL", sb.url.as_str()),
             ("WORKER_POLL_MS", "100"),
             ("ORPHAN_AFTER_SECS", "2"),
