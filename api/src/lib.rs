@@ -13,6 +13,7 @@
 pub mod auth;
 mod demo;
 pub mod error;
+mod headers;
 mod health;
 pub mod limits;
 mod ops;
@@ -74,12 +75,14 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub fn app(state: ApiState) -> impl poem::Endpoint {
     let api = v1::service(&state);
     let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let docs = api.swagger_ui_html();
+    let docs_headers = headers::page(&docs);
+    let docs = Route::new().at("/", get(poem::endpoint::make_sync(move |_| poem::web::Html(docs.clone()))));
     let mut routes = Route::new()
         .at("/api/v1/openapi.json", spec.around(guard))
         .nest("/api/v1", api.around(guard))
-        .nest("/docs", docs)
-        .at("/demo", get(demo::page))
+        .nest("/docs", docs.with(docs_headers))
+        .at("/demo", get(demo::page).with(headers::page(&demo::html())))
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
         .at("/metrics", get(health::metrics));
@@ -87,9 +90,10 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         routes = routes.nest("/sandbox", sandbox.routes());
     }
     if let Some(ops) = ops::routes(&state) {
-        routes = routes.nest(dashboard::BASE, ops);
+        // The dashboard's pages load their script and style from its own assets.
+        routes = routes.nest(dashboard::BASE, ops.with(headers::page("")));
     }
-    routes.data(state).around(log_request)
+    routes.with(headers::everywhere()).data(state).around(log_request)
 }
 
 /// One span and one line per request: method, path, status, duration. Never the query string:

@@ -5,7 +5,7 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use jobs::Timestamp;
-use poem::Request;
+use poem::{EndpointExt, Request};
 
 use crate::{ApiState, limits};
 
@@ -50,7 +50,14 @@ impl dashboard::LoginThrottle for SignInThrottle {
 pub fn routes(state: &ApiState) -> Option<impl poem::Endpoint + use<>> {
     let config = state.config.dashboard.clone()?;
     let throttle: Arc<dyn dashboard::LoginThrottle> = Arc::new(SignInThrottle(state.clone()));
-    Some(dashboard::routes(dashboard::Dashboard::new(state.config.jobs.clone(), config, Some(throttle))))
+    let routes = dashboard::routes(dashboard::Dashboard::new(state.config.jobs.clone(), config, Some(throttle)));
+    let trusted = state.config.trusted_proxies.clone();
+    Some(routes.before(move |mut req| {
+        if crate::headers::over_https(&req, &trusted) {
+            req.extensions_mut().insert(dashboard::OverHttps);
+        }
+        async move { Ok(req) }
+    }))
 }
 
 /// Counts one 429 answer in the hourly `ops_counters` (in the background: the answer does not

@@ -352,21 +352,23 @@ async fn the_sixth_failed_authentication_is_limited_and_two_servers_share_the_co
     assert_eq!(resp.status(), 429, "the address stays locked out");
 }
 
+/// A password-protected dashboard, cookies `Secure` only over HTTPS.
+fn dashboard_config() -> dashboard::DashboardConfig {
+    dashboard::DashboardConfig {
+        access: dashboard::Access::Password(Secret::from("the-ops-password")),
+        session_key: [1; 32],
+        read_only: false,
+        secure_cookies: false,
+        schedules: vec![],
+        timezone: chrono_tz::Tz::UTC,
+        sweep_chunk: 100,
+        live_every: Duration::from_secs(1),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_sign_ins_spend_the_auth_budget_and_429s_are_counted() {
-    let app = start(TestDb::new(testkit::Backend::Postgres).await, |c| {
-        c.dashboard = Some(dashboard::DashboardConfig {
-            access: dashboard::Access::Password(Secret::from("the-ops-password")),
-            session_key: [1; 32],
-            read_only: false,
-            secure_cookies: false,
-            schedules: vec![],
-            timezone: chrono_tz::Tz::UTC,
-            sweep_chunk: 100,
-            live_every: Duration::from_secs(1),
-        });
-    })
-    .await;
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |c| c.dashboard = Some(dashboard_config())).await;
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let sign_in = |password: &'static str| no_redirects.post(format!("{}/dashboard/login", app.url)).form(&[("password", password)]).send();
     // An operator signed in before the address is locked out...
@@ -466,6 +468,55 @@ async fn the_spec_and_docs_are_served() {
     }
     let docs = app.http.get(format!("{}/docs", app.url)).send().await.unwrap();
     assert_eq!(docs.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_carry_security_headers_and_the_session_cookie_is_secure_over_https() {
+    let db = Arc::new(TestDb::new(testkit::Backend::Postgres).await);
+    let behind_proxy = start_on(db.clone(), db.store.clone(), |c| {
+        c.dashboard = Some(dashboard_config());
+        c.demo_user = Some("demo-user".into());
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let get = |path: &str| behind_proxy.http.get(format!("{}{path}", behind_proxy.url)).send();
+    for path in ["/docs", "/docs/", "/demo", "/dashboard/login", "/dashboard/", "/dashboard/assets/dashboard.js"] {
+        let resp = get(path).await.unwrap();
+        assert!(resp.status().is_success() || resp.status().is_redirection(), "{path}: {}", resp.status());
+        let h = resp.headers();
+        let csp = h.get("content-security-policy").unwrap_or_else(|| panic!("{path} has a CSP")).to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{path}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+    }
+    // The pages with inline code admit exactly it, by hash.
+    let docs_csp = get("/docs").await.unwrap().headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(docs_csp.contains("script-src 'self' 'sha256-"), "{docs_csp}");
+    // The API's JSON, an error included, is never sniffed.
+    for path in ["/api/v1/openapi.json", "/api/v1/social-media/accounts", "/healthz"] {
+        let resp = get(path).await.unwrap();
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff", "{path} ({})", resp.status());
+    }
+
+    let sign_in = |app: &App, proto: Option<&'static str>| {
+        let mut req = app.http.post(format!("{}/dashboard/login", app.url)).form(&[("password", "the-ops-password")]);
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let req = req.send();
+        async move {
+            let resp = req.await.unwrap();
+            assert_eq!(resp.status(), 303);
+            resp.headers()["set-cookie"].to_str().unwrap().to_owned()
+        }
+    };
+    let secure = |cookie: &str| cookie.split(';').any(|a| a.trim() == "Secure");
+    assert!(secure(&sign_in(&behind_proxy, Some("https")).await), "a trusted proxy says the browser used HTTPS");
+    assert!(!secure(&sign_in(&behind_proxy, Some("http")).await), "a trusted proxy says it used plain HTTP");
+    assert!(!secure(&sign_in(&behind_proxy, None).await), "no word from the proxy: plain HTTP");
+    let direct = start_on(db.clone(), db.store.clone(), |c| c.dashboard = Some(dashboard_config())).await;
+    assert!(!secure(&sign_in(&direct, Some("https")).await), "an untrusted peer's X-Forwarded-Proto is not believed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,11 @@ pub trait LoginThrottle: Send + Sync + 'static {
     fn failed<'a>(&'a self, req: &'a Request) -> Pin<Box<dyn Future<Output = Option<Duration>> + Send + 'a>>;
 }
 
+/// In a request's extensions when the browser reached the dashboard over HTTPS (the mounting
+/// API decides, since it knows which proxies to believe): the session cookie is then `Secure`.
+#[derive(Clone, Copy, Debug)]
+pub struct OverHttps;
+
 /// The dashboard's configuration, built by the binary.
 #[derive(Clone)]
 pub struct DashboardConfig {
@@ -57,7 +62,8 @@ pub struct DashboardConfig {
     pub session_key: [u8; 32],
     /// Hides and refuses every action.
     pub read_only: bool,
-    /// Set the cookie's `Secure` flag (the public URL is https).
+    /// Always set the cookie's `Secure` flag (the public URL is https); otherwise it is set on a
+    /// request marked [`OverHttps`].
     pub secure_cookies: bool,
     pub schedules: Vec<ScheduleConfig>,
     pub timezone: Tz,

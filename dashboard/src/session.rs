@@ -92,8 +92,8 @@ fn cookie_value(req: &Request) -> Option<String> {
     })
 }
 
-fn set_cookie(d: &Dashboard, value: &str, max_age: Duration) -> String {
-    let secure = if d.config.secure_cookies { "; Secure" } else { "" };
+fn set_cookie(d: &Dashboard, req: &Request, value: &str, max_age: Duration) -> String {
+    let secure = if d.config.secure_cookies || req.extensions().get::<crate::OverHttps>().is_some() { "; Secure" } else { "" };
     format!("{COOKIE}={value}; Path={BASE}; Max-Age={}; HttpOnly; SameSite=Strict{secure}", max_age.as_secs())
 }
 
@@ -112,9 +112,10 @@ pub async fn require<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Resul
         }
         (Access::Open, None) => {
             let (s, value) = Session::issue(key, now);
+            let cookie = set_cookie(&d, &req, &value, SESSION_TTL);
             req.extensions_mut().insert(s);
             let mut resp = next.call(req).await?.into_response();
-            if let Ok(v) = set_cookie(&d, &value, SESSION_TTL).parse() {
+            if let Ok(v) = cookie.parse() {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
             Ok(resp)
@@ -190,16 +191,16 @@ pub async fn login(req: &Request, d: Data<&Dashboard>, form: Form<LoginForm>) ->
     let (_, value) = Session::issue(&d.config.session_key, Timestamp::now());
     tracing::info!(target: "dashboard", "dashboard sign-in");
     let mut resp = redirect(&format!("{BASE}/"));
-    if let Ok(v) = set_cookie(&d, &value, SESSION_TTL).parse() {
+    if let Ok(v) = set_cookie(&d, req, &value, SESSION_TTL).parse() {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
 }
 
 #[handler]
-pub fn logout(d: Data<&Dashboard>) -> Response {
+pub fn logout(req: &Request, d: Data<&Dashboard>) -> Response {
     let mut resp = redirect(&format!("{BASE}/login"));
-    if let Ok(v) = set_cookie(&d, "", Duration::ZERO).parse() {
+    if let Ok(v) = set_cookie(&d, req, "", Duration::ZERO).parse() {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
