@@ -378,7 +378,7 @@ async fn the_demo_connects_a_sandbox_account_and_no_secret_reaches_the_log() {
     let url = up.wait_for_url();
     assert!(up.output().contains(&format!("{url}/demo")) && up.output().contains(&format!("{url}/docs")), "up prints where to start");
     let page = reqwest::get(format!("{url}/demo")).await.unwrap().text().await.unwrap();
-    let token = page.split("const TOKEN = \"").nth(1).and_then(|t| t.split('"').next()).expect("the demo page carries a token").to_owned();
+    let token = page.split("name=\"socialsync-token\" content=\"").nth(1).and_then(|t| t.split('"').next()).expect("the demo page carries a token").to_owned();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let started: serde_json::Value = http
         .post(format!("{url}/api/v1/social-media/instagram/connect"))

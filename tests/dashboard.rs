@@ -1,6 +1,7 @@
-//! The ops dashboard in a real browser: Debian's chromium, driven through chromedriver
-//! (WebDriver, with fantoccini), against the real `socialsync up` on a fresh PostgreSQL
-//! database. Each test saves a screenshot under `target/dashboard-screenshots/`.
+//! The ops dashboard, `/docs` and `/demo` in a real browser: Debian's chromium, driven through
+//! chromedriver (WebDriver, with fantoccini) or run headless on one page (`--dump-dom`, with
+//! virtual time for pages left open), against the real `socialsync up` on a fresh PostgreSQL
+//! database. Each WebDriver test saves a screenshot under `target/dashboard-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (`apt-get install chromium chromium-driver`; `.ci/run`
 //! installs them).
@@ -127,6 +128,20 @@ fn binary(name: &str, candidates: &[&str]) -> String {
     candidates.iter().find(|p| std::path::Path::new(p).exists()).map_or_else(|| name.to_owned(), |p| (*p).to_owned())
 }
 
+/// One page in headless chromium, its timers run for `virtual_ms` of virtual time (network
+/// fetches are real and pause the clock): the DOM it ends with, and what it logged to its console.
+fn headless(url: &str, virtual_ms: u64) -> (String, String) {
+    let out = Command::new(binary("chromium", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]))
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0"])
+        .arg(format!("--virtual-time-budget={virtual_ms}"))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("chromium runs (apt-get install chromium; .ci/run installs it)");
+    assert!(out.status.success(), "chromium --dump-dom {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let console = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("CONSOLE")).collect::<Vec<_>>().join("\n");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
 /// `socialsync up` on a fresh PostgreSQL database, with fresh keys and `OPS_PASSWORD`.
 struct System {
     _dir: tempfile::TempDir,
@@ -138,13 +153,22 @@ struct System {
 
 impl System {
     async fn start() -> System {
+        System::start_with(false).await
+    }
+
+    /// As in development: without `JWT_SECRET`, so `/demo` signs its visitor in.
+    async fn start_dev() -> System {
+        System::start_with(true).await
+    }
+
+    async fn start_with(dev: bool) -> System {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(Backend::Postgres).await;
         let (status, keys, _) = run(dir.path(), &["keys", "generate"], &[]);
         assert!(status.success());
         let keys: Vec<(String, String)> = keys.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let key = keys.iter().find(|(k, _)| k == "ENCRYPTION_KEY").unwrap().1.clone();
-        let mut env: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = keys.iter().filter(|(k, _)| !dev || k != "JWT_SECRET").map(|(k, v)| (k.as_str(), v.as_str())).collect();
         env.extend([("DATABASE_URL", db.url.as_str()), ("OPS_PASSWORD", PASSWORD), ("PACING_INSTAGRAM_MS", "50"), ("PACING_TIKTOK_MS", "50")]);
         let mut up = Proc::spawn(dir.path(), &["up"], &env);
         let url = up.wait_for_url();
@@ -315,4 +339,57 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     assert_eq!(b.text(&format!("{latest} td:nth-child(5)")).await, "ok");
     b.screenshot("cron-run-now").await;
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_demo_and_sign_in_pages_run_under_their_content_security_policy() {
+    let sys = System::start_dev().await;
+    // Swagger UI is one inline script and style, admitted by their hashes: it renders the spec.
+    let (dom, console) = headless(&format!("{}/docs", sys.url), 10_000);
+    assert!(dom.contains("class=\"swagger-ui\"") && dom.contains("list_accounts"), "the docs render the operations: {dom:.2000}");
+    assert!(!console.contains("Content Security Policy"), "{console}");
+    let (dom, console) = headless(&format!("{}/demo", sys.url), 5_000);
+    assert!(dom.contains("No account connected yet."), "the demo's script ran: {dom:.2000}");
+    assert!(!console.contains("Content Security Policy"), "{console}");
+    let (dom, console) = headless(&format!("{}/dashboard/login", sys.url), 5_000);
+    assert!(dom.contains("name=\"password\""), "{dom:.2000}");
+    assert!(!console.contains("Content Security Policy"), "{console}");
+}
+
+/// A new user's first visit: connect a TikTok account, leave `/demo` open for 20 minutes. The
+/// page keeps itself up to date inside the default `general` budget (100 requests / 15 min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_left_open_for_twenty_minutes_never_meets_a_429() {
+    let sys = System::start_dev().await;
+    let page = reqwest::get(format!("{}/demo", sys.url)).await.unwrap().text().await.unwrap();
+    let token = page.split("name=\"socialsync-token\" content=\"").nth(1).and_then(|t| t.split('"').next()).expect("a token").to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let started: serde_json::Value =
+        http.post(format!("{}/api/v1/social-media/tiktok/connect", sys.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let account = testkit::platform::account_id(&format!("{}/sandbox", sys.url), "dance.daily").await;
+    let callback = testkit::platform::consent(started["authorization_url"].as_str().unwrap(), &account, true).await;
+    let back = http.get(callback.as_str()).send().await.unwrap();
+    let pending = back.headers()["location"].to_str().unwrap().to_owned();
+    assert!(pending.contains("/demo?connect=pending"), "{pending}");
+    // The connect and its first sync finish (watched in the database: API calls would count).
+    let store = sys.store().await;
+    testkit::eventually(Duration::from_secs(60), "the account connected and synced", || async {
+        store.accounts_of_user("demo-user").await.unwrap().first().is_some_and(|a| a.last_synced_at.is_some())
+    })
+    .await;
+
+    let (dom, console) = headless(&pending, 20 * 60 * 1000);
+    assert!(!console.contains("Content Security Policy"), "{console}");
+    assert!(!dom.contains("too many requests"), "the page met a 429: {dom:.3000}");
+    assert!(dom.contains("@dance.daily") && dom.contains("<td>active</td>"), "the page shows the account: {dom:.3000}");
+    assert!(dom.contains("Connecting your tiktok account: done."), "it followed the connect to its end: {dom:.3000}");
+    let pool = sqlx::PgPool::connect(&sys.db.url).await.unwrap();
+    let (spent,): (i64,) = sqlx::query_as("SELECT COALESCE(SUM(count), 0)::bigint FROM rate_limit_counters WHERE key = 'general:127.0.0.1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // About one request a minute while idle: it kept polling, well inside the budget.
+    assert!((20..=60).contains(&spent), "{spent} requests counted against the general budget");
+    let refused: i64 = store.counter_hours(jobs::store::API_429_COUNTER, Timestamp(0)).await.unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(refused, 0, "no 429 was answered");
 }

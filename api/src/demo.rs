@@ -55,35 +55,101 @@ watch the workers sync it, and ask for another sync. Everything goes through the
 
 const SCRIPT: &str = r#"
 const TOKEN = document.querySelector('meta[name=socialsync-token]').content;
-const api = (path, method = 'GET') => fetch('/api/v1' + path, { method, headers: { Authorization: 'Bearer ' + TOKEN } })
-  .then(async r => { const body = r.status === 204 ? null : await r.json(); if (!r.ok) throw new Error(body.error.message); return body; });
+// Polling as a frontend should, inside the API's per-address budget (`general`, 100 requests
+// per 15 min): one request per refresh. While a connect or a sync is in flight, its job, every
+// 2 s at first and slower the longer it takes (up to 30 s); otherwise the accounts list once a
+// minute. After a 429, nothing before its Retry-After. A hidden tab does not poll.
+const IDLE_MS = 60000, FIRST_MS = 2000, SLOWEST_MS = 30000;
+class ApiError extends Error {
+  constructor(message, status, retryAfter) { super(message); this.status = status; this.retryAfter = retryAfter; }
+}
+async function api(path, method = 'GET') {
+  const r = await fetch('/api/v1' + path, { method, headers: { Authorization: 'Bearer ' + TOKEN } });
+  const body = r.status === 204 ? null : await r.json();
+  if (!r.ok) throw new ApiError(body.error.message, r.status, Number(r.headers.get('retry-after')) || 0);
+  return body;
+}
 const flash = (text, error) => { const f = document.getElementById('flash'); f.textContent = text; f.hidden = false; f.className = error ? 'note error' : 'note'; };
+const pending = new Map();   // job id -> what it stands for, oldest first
+const synced = new Map();    // account id -> the last_synced_at whose numbers are shown
+const numbers = new Map();   // account id -> its stats
+let delay = FIRST_MS, listDue = true, timer = null;
+const schedule = ms => { clearTimeout(timer); timer = setTimeout(tick, ms); };
+const watch = (jobId, what) => { pending.set(jobId, what); delay = FIRST_MS; schedule(FIRST_MS); };
+const finished = j => j.status === 'Done' || j.status === 'Killed' || (j.status === 'Failed' && j.attempts >= j.max_attempts);
+
 const params = new URLSearchParams(location.search);
-if (params.get('connect') === 'pending') flash('Connecting your ' + params.get('platform') + ' account… it appears below once the worker has finished.');
+if (params.get('connect') === 'pending' && params.get('job_id')) {
+  flash('Connecting your ' + params.get('platform') + ' account… it appears below once the worker has finished.');
+  pending.set(params.get('job_id'), 'Connecting your ' + params.get('platform') + ' account');
+}
 if (params.get('connect') === 'error') flash('The connect did not happen: ' + params.get('reason'), true);
+history.replaceState(null, '', location.pathname);
 for (const p of ['instagram', 'tiktok']) {
   document.getElementById('connect-' + p).onclick = () =>
     api('/social-media/' + p + '/connect', 'POST').then(r => { location.href = r.authorization_url; }).catch(e => flash(e.message, true));
 }
-const cell = text => { const td = document.createElement('td'); td.textContent = text ?? '—'; return td; };
-async function refresh() {
+
+async function tick() {
+  timer = null;
+  if (document.hidden) return;
+  let next = IDLE_MS;
   try {
-    const accounts = await api('/social-media/accounts');
-    const rows = await Promise.all(accounts.map(async a => {
-      const stats = await api('/social-media/accounts/' + a.id + '/stats?history=1');
-      const tr = document.createElement('tr');
-      tr.dataset.account = a.id;
-      tr.append(cell('@' + a.username), cell(a.platform), cell(a.status), cell(stats.latest?.followers_count),
-        cell(stats.posts_count), cell(a.last_synced_at ? new Date(a.last_synced_at).toLocaleString() : 'not yet'));
-      const td = document.createElement('td'); const b = document.createElement('button'); b.textContent = 'Sync now';
-      b.onclick = () => api('/social-media/accounts/' + a.id + '/sync', 'POST')
-        .then(j => flash('Sync queued (job ' + j.job_id + ').')).catch(e => flash(e.message, true));
-      td.append(b); tr.append(td); return tr;
-    }));
-    const body = document.getElementById('accounts');
-    body.replaceChildren(...rows);
-    if (!rows.length) body.innerHTML = '<tr><td colspan="7">No account connected yet.</td></tr>';
-  } catch (e) { flash(e.message, true); }
+    if (listDue || !pending.size) {
+      await showAccounts();
+      listDue = false;
+      if (pending.size) next = delay;
+    } else {
+      const [id, what] = pending.entries().next().value;
+      // A job no longer known (its connect's state expired) has finished long ago.
+      const job = await api('/jobs/' + encodeURIComponent(id)).catch(e => { if (e.status === 404) return null; throw e; });
+      if (job === null) {
+        pending.delete(id);
+        listDue = true;
+        next = 0;
+      } else if (finished(job)) {
+        pending.delete(id);
+        flash(job.status === 'Done' ? what + ': done.' : what + ' failed: ' + (job.last_error ?? job.status), job.status !== 'Done');
+        listDue = true;
+        next = 0;
+      } else {
+        next = delay;
+        delay = Math.min(delay * 1.5, SLOWEST_MS);
+      }
+    }
+  } catch (e) {
+    if (e.status === 429) next = Math.max(next, e.retryAfter * 1000);
+    flash(e.message, true);
+  }
+  schedule(next);
 }
-refresh(); setInterval(refresh, 2000);
+document.addEventListener('visibilitychange', () => { if (!document.hidden && timer === null) schedule(0); });
+
+const cell = text => { const td = document.createElement('td'); td.textContent = text ?? '—'; return td; };
+// The list, and the stats of an account only when its last sync changed since they were fetched.
+async function showAccounts() {
+  const accounts = await api('/social-media/accounts');
+  for (const a of accounts) {
+    if (a.last_synced_at && synced.get(a.id) !== a.last_synced_at) {
+      numbers.set(a.id, await api('/social-media/accounts/' + a.id + '/stats?history=1'));
+      synced.set(a.id, a.last_synced_at);
+    }
+  }
+  const rows = accounts.map(a => {
+    const stats = numbers.get(a.id);
+    const tr = document.createElement('tr');
+    tr.dataset.account = a.id;
+    tr.append(cell('@' + a.username), cell(a.platform), cell(a.status), cell(stats?.latest?.followers_count),
+      cell(stats?.posts_count), cell(a.last_synced_at ? new Date(a.last_synced_at).toLocaleString() : 'not yet'));
+    const td = document.createElement('td'); const b = document.createElement('button'); b.textContent = 'Sync now';
+    b.onclick = () => api('/social-media/accounts/' + a.id + '/sync', 'POST')
+      .then(j => { flash('Sync of @' + a.username + ' queued (job ' + j.job_id + ').'); watch(j.job_id, 'Sync of @' + a.username); })
+      .catch(e => flash(e.message, true));
+    td.append(b); tr.append(td); return tr;
+  });
+  const body = document.getElementById('accounts');
+  body.replaceChildren(...rows);
+  if (!rows.length) body.innerHTML = '<tr><td colspan="7">No account connected yet.</td></tr>';
+}
+schedule(0);
 "#;
