@@ -198,6 +198,7 @@ fn api_state(
     Ok(api::ApiState {
         store: store.clone(),
         expected_schema_version: migrations::latest_version(),
+        expected_queue_version: migrations::queue_latest(store.backend_name() == "postgres"),
         sandbox,
         metrics: Some(metrics_render()),
         config: std::sync::Arc::new(settings.api_config(config, jobs, public_url, dev)?),

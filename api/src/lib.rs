@@ -33,6 +33,8 @@ pub struct ApiState {
     pub store: Store,
     /// The schema version this build expects; `/readyz` fails until the database has it.
     pub expected_schema_version: i64,
+    /// The newest migration of apalis' queue tables this build carries; `/readyz` needs it too.
+    pub expected_queue_version: i64,
     /// The sandbox platform, mounted at `/sandbox` when no real credentials are configured.
     pub sandbox: Option<sandbox::Sandbox>,
     /// Renders this process's Prometheus metrics for `/metrics`.

@@ -68,7 +68,8 @@ async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut ApiConf
         dashboard: None,
     };
     tweak(&mut config);
-    let state = ApiState { store, expected_schema_version: migrations::latest_version(), sandbox: None, metrics: None, config: Arc::new(config), guard_hits: Default::default() };
+    let expected_queue_version = migrations::queue_latest(store.backend_name() == "postgres");
+    let state = ApiState { store, expected_schema_version: migrations::latest_version(), expected_queue_version, sandbox: None, metrics: None, config: Arc::new(config), guard_hits: Default::default() };
     let stop = CancellationToken::new();
     tokio::spawn(api::serve(state, listener, stop.clone().cancelled_owned()));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -250,9 +251,25 @@ async fn accounts_are_read_synced_and_disconnected_by_their_owner_only() {
     let stored = app.db.store.account(jobs::AccountId(id)).await.unwrap().unwrap();
     assert!(stored.access_token.is_none() && stored.status == jobs::AccountStatus::Disconnected);
     let (_, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await;
-    assert_eq!(body, json!([]));
+    assert_eq!(body, json!([]), "the list holds connected accounts by default");
     let (status, body, _) = app.call(Method::POST, &sync, Some("user-1"), None).await;
     assert_error(status, &body, 409, "ACCOUNT_NOT_ACTIVE");
+
+    // `?status=` lists the others: disconnected, and reconnect-needed next to active.
+    let (status, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts?status=disconnected", Some("user-1"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body.as_array().unwrap().len(), body[0]["id"].as_i64(), body[0]["status"].as_str()), (1, Some(id), Some("disconnected")), "{body}");
+    assert!(body[0]["status_changed_at"].is_string());
+    let other = account(&app, "user-1", "puid-2").await;
+    app.db.store.set_account_status(jobs::AccountId(other), jobs::AccountStatus::ReauthRequired, Timestamp::now()).await.unwrap();
+    let (_, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts?status=reauth_required&status=disconnected", Some("user-1"), None).await;
+    let mut listed: Vec<(i64, String)> = body.as_array().unwrap().iter().map(|a| (a["id"].as_i64().unwrap(), a["status"].as_str().unwrap().to_owned())).collect();
+    listed.sort();
+    assert_eq!(listed, vec![(id, "disconnected".to_owned()), (other, "reauth_required".to_owned())]);
+    let (_, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts", Some("user-1"), None).await;
+    assert_eq!(body.as_array().unwrap().len(), 1, "reconnect-needed accounts are listed by default: {body}");
+    let (status, body, _) = app.call(Method::GET, "/api/v1/social-media/accounts?status=gone", Some("user-1"), None).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,6 +561,20 @@ async fn a_disconnect_can_drop_the_history_and_notifications_are_the_callers() {
     assert_eq!(status, 204);
     assert_eq!(app.db.store.post_count(AccountId(id)).await.unwrap(), 0);
     assert!(app.db.store.snapshots(AccountId(id), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_needs_apalis_migrations_as_well_as_socialsyncs() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let (status, body, _) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["queue_schema_version"].as_i64().is_some_and(|v| v > 0), "{body}");
+    // As if the database had been migrated by an older build: apalis' newest migration missing.
+    let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+    sqlx::query("DELETE FROM apalis._sqlx_migrations WHERE version = (SELECT MAX(version) FROM apalis._sqlx_migrations)").execute(&pool).await.unwrap();
+    let (status, body, _) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_error(status, &body, 503, "SCHEMA_NOT_MIGRATED");
+    assert!(body["error"]["message"].as_str().unwrap().contains("apalis' queue tables"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,8 @@ impl From<PlatformError> for JobError {
         match e {
             PlatformError::Permanent { .. } => JobError::GiveUp { class: "permanent", message: e.to_string() },
             PlatformError::Transient(_) => JobError::Retry { class: "transient", message: e.to_string(), after: None },
+            // Handlers that can wait without spending an attempt defer instead (see `refresh`).
+            PlatformError::TooEarly(_) => JobError::Retry { class: "too_early", message: e.to_string(), after: Some(Duration::from_secs(3600)) },
             PlatformError::RateLimited { retry_after, .. } => {
                 JobError::Retry { class: "rate_limited", message: e.to_string(), after: retry_after }
             }

@@ -145,6 +145,14 @@ async fn refresh_leased(cx: &JobContext, id: AccountId, planned_at: Option<Times
             metrics::counter!("socialsync_token_refreshes_total", "platform" => account.platform.as_str(), "outcome" => "ok").increment(1);
             Ok(Outcome::Done(format!("refreshed; next refresh at {next}")))
         }
+        // Our record of the token's age and the platform's disagree (a token stored before
+        // `token_issued_at` was kept, or clocks apart): wait a day, the platform's minimum age,
+        // without spending an attempt or calling it a failure. The token has weeks left.
+        Err(PlatformError::TooEarly(message)) => {
+            tracing::info!(target: "token_refresh", account_id = %id, platform = %account.platform, error = %message, "the platform says the token is too young to refresh; trying again in a day");
+            let payload = serde_json::to_value(RefreshToken { account_id: id, planned_at }).expect("serializes");
+            Err(JobError::Defer { until: now.plus(INSTAGRAM_MIN_AGE), payload })
+        }
         Err(e) => Err(handle_platform_error(cx, &account, e, "token_refresh").await?),
     }
 }
@@ -184,6 +192,9 @@ pub async fn handle_platform_error(cx: &JobContext, a: &Account, e: PlatformErro
             metrics::counter!("socialsync_platform_rate_limited_total", "platform" => a.platform.as_str()).increment(1);
             tracing::warn!(target: "rate_limit", account_id = %a.id, platform = %a.platform, wait_secs = wait.as_secs(), "the platform asked us to slow down");
             cx.store.push_back_pacing(a.platform.as_str(), now.plus(wait)).await?;
+        }
+        PlatformError::TooEarly(message) => {
+            tracing::info!(target, account_id = %a.id, platform = %a.platform, error = %message, "too early for the platform; will retry");
         }
         PlatformError::Transient(message) => {
             tracing::info!(target, account_id = %a.id, platform = %a.platform, error = %message, "transient platform failure; will retry");

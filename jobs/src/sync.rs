@@ -125,6 +125,8 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
         Err(PlatformError::Permanent { code, .. }) => match refresh::refresh_account(cx, id, Some(cx.now())).await {
             Ok(Outcome::Done(_)) => Err(JobError::Retry { class: "token_renewed", message: format!("{code}; token renewed, syncing again"), after: Some(Duration::from_secs(1)) }),
             Ok(Outcome::Skipped(why)) => Err(JobError::GiveUp { class: "permanent", message: format!("{code}; {why}") }),
+            // A deferred refresh carries its own payload: this job comes back as a sync.
+            Err(JobError::Defer { until, .. }) => Err(defer(until)),
             Err(e) => Err(e),
         },
         Err(e) => {

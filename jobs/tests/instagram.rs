@@ -112,8 +112,11 @@ async fn refresh_waits_24_hours_then_renews_60_days() {
     let (sb, clients) = setup().await;
     let ig = &clients.instagram;
     let grant = ig.exchange_code(&code_for(&sb, ig, "acme_studio").await, None).await.unwrap();
-    let early = assert_transient(ig.refresh(&grant.access_token, None).await);
-    assert!(early.contains("24 hours"), "{early}");
+    // Code 10: too early, which is neither a broken grant nor a passing failure.
+    match ig.refresh(&grant.access_token, None).await {
+        Err(e @ PlatformError::TooEarly(_)) => assert_eq!(e.class(), "too_early"),
+        other => panic!("expected TooEarly, got {other:?}"),
+    }
 
     sb.advance_clock(25 * 3600).await;
     let fresh = ig.refresh(&grant.access_token, None).await.unwrap();

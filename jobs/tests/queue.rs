@@ -54,6 +54,22 @@ both_backends! {
         assert_eq!(db.store.enqueue_many(&[]).await.unwrap(), 0);
     }
 
+    async fn a_job_never_runs_before_the_time_it_asked_for(db: TestDb) {
+        // PostgreSQL keeps milliseconds; SQLite's run_at is whole seconds, rounded up.
+        let asked = Timestamp(1_900_000_000_300);
+        let stored = match db.backend {
+            testkit::Backend::Postgres => asked,
+            testkit::Backend::Sqlite => Timestamp(1_900_000_001_000),
+        };
+        let one = db.store.enqueue(&job(Some("sync:7"), asked)).await.unwrap();
+        assert_eq!(db.store.job_row(&one.id).await.unwrap().unwrap().run_at, stored);
+        let again = db.store.enqueue(&job(Some("sync:7"), asked)).await.unwrap();
+        assert_eq!((again.id.as_str(), again.created), (one.id.as_str(), false), "the same moment is no earlier");
+        assert_eq!(db.store.enqueue_many(&[job(Some("sync:8"), asked)]).await.unwrap(), 1);
+        let many = db.store.waiting_job("sync", Some("sync:8")).await.unwrap().unwrap();
+        assert_eq!(db.store.job_row(&many).await.unwrap().unwrap().run_at, stored);
+    }
+
     async fn ending_an_attempt_needs_the_lock(db: TestDb) {
         let e = db.store.enqueue(&job(None, Timestamp::from_secs(1))).await.unwrap();
         let end = jobs::store::AttemptEnd::Killed { error: "x".into() };

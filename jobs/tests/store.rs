@@ -194,7 +194,6 @@ both_backends! {
             user_id: "u".into(),
             platform: Platform::Tiktok,
             pkce_verifier: Some(v.seal(&Aad::oauth_state("h1", "pkce_verifier"), &Secret::from("verifier"))),
-            redirect_to: None,
             expires_at: T0.plus(Duration::from_secs(600)),
         };
         db.store.create_oauth_state(&state, T0).await.unwrap();
@@ -221,7 +220,6 @@ both_backends! {
             user_id: "u".into(),
             platform: Platform::Instagram,
             pkce_verifier: None,
-            redirect_to: None,
             expires_at: T0.plus(Duration::from_secs(600)),
         };
         db.store.create_oauth_state(&state, T0).await.unwrap();

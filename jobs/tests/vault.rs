@@ -44,7 +44,6 @@ async fn fill(store: &jobs::Store, v: &Vault, n: usize) -> Vec<String> {
                     user_id: "u".into(),
                     platform: Platform::Tiktok,
                     pkce_verifier: Some(v.seal(&Aad::oauth_state(&hash, "pkce_verifier"), &Secret::from(verifier.as_str()))),
-                    redirect_to: None,
                     expires_at: T0.plus(Duration::from_secs(600)),
                 },
                 T0,

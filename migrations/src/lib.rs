@@ -36,6 +36,13 @@ pub fn latest_version() -> i64 {
     pg.max(lite)
 }
 
+/// The newest migration of apalis' own queue tables (PostgreSQL's, or SQLite's): a database is
+/// ready when it has applied that too.
+pub fn queue_latest(postgres: bool) -> i64 {
+    let m = if postgres { apalis_postgres::PostgresStorage::migrations() } else { apalis_sqlite::SqliteStorage::migrations() };
+    m.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 /// Applies apalis' and socialsync's PostgreSQL migrations.
 pub async fn run_postgres(pool: &PgPool) -> Result<(), MigrateError> {
     apalis_postgres::PostgresStorage::migrations().run(pool).await?;

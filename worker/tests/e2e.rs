@@ -8,10 +8,10 @@ use std::{
 
 use jobs::{
     AccountStatus, Platform, Secret, Store, Timestamp, Vault, VaultKey,
-    clients::{Clients, tiktok},
+    clients::{Clients, PlatformClient, tiktok},
     connect,
-    job::{JobContext, JobSettings},
-    store::NewOAuthState,
+    job::{JobContext, JobError, JobSettings},
+    store::{NewAccount, NewOAuthState},
     sync::{self, SyncReason},
     vault::Aad,
 };
@@ -129,7 +129,6 @@ async fn start_connect(store: &Store, vault: &Vault, sb: &SandboxServer, clients
                 user_id: "user-1".into(),
                 platform: Platform::Tiktok,
                 pkce_verifier: Some(vault.seal(&Aad::oauth_state(&hash, "pkce_verifier"), &verifier)),
-                redirect_to: None,
                 expires_at: now.plus(Duration::from_secs(600)),
             },
             now,
@@ -225,6 +224,42 @@ both_backends! {
         assert!(!text.contains("act.") && !text.contains("rft."), "no token in the notification");
 
         h.stop().await;
+    }
+
+    async fn an_instagram_refresh_refused_as_too_early_waits_a_day_and_leaves_the_account_alone(db: TestDb) {
+        let sb = SandboxServer::start().await;
+        let hook = webhook().await;
+        let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+        let cx = context(&db.store, &sb, &vault, &hook);
+        // A token the platform issued just now, stored as if two days old: our check of its
+        // age passes, and the platform answers code 10.
+        let ig = &cx.clients.instagram;
+        let pid = sb.account_id("acme_studio").await;
+        let redirect = sb.consent(&PlatformClient::authorization_url(ig, "st", None), &pid, true).await;
+        let grant = ig.exchange_code(&Secret::new(param(&redirect, "code").unwrap()), None).await.unwrap();
+        let now = cx.now();
+        let new = NewAccount {
+            user_id: "user-1".into(),
+            platform: Platform::Instagram,
+            platform_user_id: pid.clone(),
+            username: "acme_studio".into(),
+            display_name: None,
+            scopes: grant.scopes.clone(),
+            access_token: vault.seal(&Aad::account(Platform::Instagram, &pid, "access_token"), &grant.access_token),
+            refresh_token: None,
+            access_expires_at: now.plus(grant.expires_in),
+            refresh_expires_at: None,
+            next_refresh_at: None,
+        };
+        let id = db.store.upsert_account(&new, now.minus(Duration::from_secs(2 * 86_400))).await.unwrap().id;
+        match jobs::refresh::refresh_account(&cx, id, None).await {
+            Err(JobError::Defer { until, .. }) => assert!(until >= now.plus(Duration::from_secs(86_400)), "a day later: {until}"),
+            other => panic!("expected a deferral, got {other:?}"),
+        }
+        let a = db.store.account(id).await.unwrap().unwrap();
+        assert_eq!(a.status, AccountStatus::Active, "not the grant's end");
+        assert_eq!(a.last_refresh_error, None, "not a failure");
+        assert_eq!(a.lease_owner, None, "the lease is released");
     }
 
     async fn a_job_failing_transiently_runs_its_attempt_limit_with_growing_gaps(db: TestDb) {

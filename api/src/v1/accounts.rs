@@ -4,7 +4,7 @@
 
 use jobs::{AccountStatus, Aad, store::{Account, Post, Snapshot}, sync::{self, SyncReason}};
 use poem::http::StatusCode;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::{Path, Query}, payload::Json};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::{Path, Query}, payload::Json};
 
 use super::{Result, Tag, iso, own_account};
 use crate::{ApiState, auth::User, error::ApiError};
@@ -19,8 +19,10 @@ struct AccountView {
     platform: String,
     username: String,
     display_name: Option<String>,
-    /// `active`, or `reauth_required` (the user must connect again).
+    /// `active`, `reauth_required` (the user must connect again) or `disconnected`.
     status: String,
+    /// When the account took its current status (RFC 3339).
+    status_changed_at: String,
     /// When the access token expires (RFC 3339).
     token_expires_at: Option<String>,
     /// When the next token refresh is planned.
@@ -39,11 +41,31 @@ impl From<&Account> for AccountView {
             username: a.username.clone(),
             display_name: a.display_name.clone(),
             status: a.status.to_string(),
+            status_changed_at: iso(a.status_changed_at),
             token_expires_at: a.access_expires_at.map(iso),
             next_refresh_at: a.next_refresh_at.map(iso),
             last_synced_at: a.last_synced_at.map(iso),
             last_error: a.last_sync_error.clone().or_else(|| a.last_refresh_error.clone()),
             connected_at: iso(a.created_at),
+        }
+    }
+}
+
+/// An account status to list.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+enum StatusParam {
+    Active,
+    ReauthRequired,
+    Disconnected,
+}
+
+impl StatusParam {
+    fn of(self) -> AccountStatus {
+        match self {
+            StatusParam::Active => AccountStatus::Active,
+            StatusParam::ReauthRequired => AccountStatus::ReauthRequired,
+            StatusParam::Disconnected => AccountStatus::Disconnected,
         }
     }
 }
@@ -134,11 +156,23 @@ struct Stats {
 
 #[OpenApi(tag = "Tag::Accounts")]
 impl AccountsApi {
-    /// The caller's connected accounts
+    /// The caller's accounts
+    ///
+    /// By default the connected ones (`active` and `reauth_required`); `status` picks others,
+    /// e.g. `?status=disconnected` or `?status=active&status=reauth_required&status=disconnected`.
     #[oai(path = "/social-media/accounts", method = "get", operation_id = "list_accounts")]
-    async fn list(&self, user: User) -> Result<Json<Vec<AccountView>>> {
+    async fn list(
+        &self,
+        user: User,
+        /// The statuses to list (repeat the parameter for several).
+        status: Query<Vec<StatusParam>>,
+    ) -> Result<Json<Vec<AccountView>>> {
+        let wanted: Vec<AccountStatus> = match status.0.as_slice() {
+            [] => vec![AccountStatus::Active, AccountStatus::ReauthRequired],
+            some => some.iter().map(|s| s.of()).collect(),
+        };
         let accounts = self.0.store.accounts_of_user(&user.0).await?;
-        Ok(Json(accounts.iter().filter(|a| a.status != AccountStatus::Disconnected).map(AccountView::from).collect()))
+        Ok(Json(accounts.iter().filter(|a| wanted.contains(&a.status)).map(AccountView::from).collect()))
     }
 
     /// Sync an account now

@@ -73,7 +73,7 @@ impl ConnectApi {
         };
         let now = cx.now();
         let expires_at = now.plus(STATE_TTL);
-        let new = NewOAuthState { state_hash: hash, user_id: user.0.clone(), platform, pkce_verifier: verifier, redirect_to: None, expires_at };
+        let new = NewOAuthState { state_hash: hash, user_id: user.0.clone(), platform, pkce_verifier: verifier, expires_at };
         self.0.store.create_oauth_state(&new, now).await?;
         tracing::info!(user_id = %user.0, %platform, "connect started");
         Ok(Json(ConnectStarted { authorization_url: client.authorization_url(&state, challenge.as_deref()), state_expires_at: iso(expires_at) }))

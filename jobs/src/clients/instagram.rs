@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use reqwest::{Response, header::HeaderMap};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,21 +29,36 @@ impl Instagram {
     }
 
     async fn graph_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, PlatformError> {
+        self.graph_get_as(path, query, classify).await
+    }
+
+    /// [`Self::graph_get`] with the endpoint's own reading of its errors.
+    async fn graph_get_as(&self, path: &str, query: &[(&str, &str)], classify: Classify) -> Result<Value, PlatformError> {
         let url = format!("{}/{path}", self.cfg.graph_url);
         let resp = self.http.get(url).query(query).send().await.map_err(PlatformError::from_reqwest)?;
-        read_graph(resp).await
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body: Option<Value> = resp.json().await.ok();
+        if status.is_success() {
+            return body.ok_or_else(|| PlatformError::Transient("unreadable Instagram response".into()));
+        }
+        Err(classify(status.as_u16(), &headers, body.as_ref()))
     }
 }
 
-/// The body of a successful Graph call, or its error classified.
-async fn read_graph(resp: Response) -> Result<Value, PlatformError> {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body: Option<Value> = resp.json().await.ok();
-    if status.is_success() {
-        return body.ok_or_else(|| PlatformError::Transient("unreadable Instagram response".into()));
+type Classify = fn(u16, &HeaderMap, Option<&Value>) -> PlatformError;
+
+/// The refresh call's errors. Code 10 there has two meanings (platform-spec.md, "Refresh"):
+/// the token is under 24 hours old (wait), or `instagram_business_basic` is not granted — Graph's
+/// standard "(#10) Application does not have permission" — which only a new consent fixes.
+fn classify_refresh(status: u16, headers: &HeaderMap, body: Option<&Value>) -> PlatformError {
+    let err = body.and_then(|b| b.get("error"));
+    let message = err.and_then(|e| e["message"].as_str()).unwrap_or("code 10").to_owned();
+    match err.and_then(|e| e["code"].as_i64()) {
+        Some(10) if message.to_ascii_lowercase().contains("permission") => PlatformError::Permanent { code: "10/permission".into(), message },
+        Some(10) => PlatformError::TooEarly(message),
+        _ => classify(status, headers, body),
     }
-    Err(classify(status.as_u16(), &headers, body.as_ref()))
 }
 
 /// Instagram's errors → the three classes (platform-spec.md, "Errors" and "Rate limits").
@@ -60,8 +75,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: Option<&Value>) -> Platf
         },
         Some(c) if THROTTLE_CODES.contains(&c) => PlatformError::RateLimited { retry_after: regain_access(headers), message },
         _ if status == 429 => PlatformError::RateLimited { retry_after: retry_after(headers).or(regain_access(headers)), message },
-        // Code 10 (e.g. a token under 24 hours old) and other request errors are not the
-        // user's doing; they must never mark an account for reconnection.
+        // Other request errors (code 10 outside the refresh call: a missing permission) are
+        // not known to be the grant's end; they must never mark an account for reconnection.
         _ if transient || status >= 500 => PlatformError::Transient(format!("Instagram {status}: {message}")),
         Some(c) => PlatformError::Transient(format!("Instagram {status} code {c}: {message}")),
         None => PlatformError::Transient(format!("Instagram {status} without an error body")),
@@ -203,7 +218,7 @@ impl PlatformClient for Instagram {
 
     async fn refresh(&self, access: &Secret, _refresh: Option<&Secret>) -> Result<TokenGrant, PlatformError> {
         let v = self
-            .graph_get("refresh_access_token", &[("grant_type", "ig_refresh_token"), ("access_token", access.expose())])
+            .graph_get_as("refresh_access_token", &[("grant_type", "ig_refresh_token"), ("access_token", access.expose())], classify_refresh)
             .await?;
         let long = long_token(v)?;
         Ok(TokenGrant {
@@ -268,6 +283,19 @@ mod tests {
         h.insert("x-business-use-case-usage", r#"{"1":[{"type":"instagram","estimated_time_to_regain_access":3},{"estimated_time_to_regain_access":7}]}"#.parse().unwrap());
         assert_eq!(regain_access(&h), Some(Duration::from_secs(420)));
         assert_eq!(regain_access(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn code_10_on_refresh_is_too_early_or_a_missing_permission_and_never_transient() {
+        let body = |m: &str| json!({ "error": { "message": m, "type": "OAuthException", "code": 10 } });
+        let young = body("(#10) The access token must be at least 24 hours old to be refreshed.");
+        assert!(matches!(classify_refresh(400, &HeaderMap::new(), Some(&young)), PlatformError::TooEarly(_)));
+        let scope = body("(#10) Application does not have permission for this action");
+        let e = classify_refresh(400, &HeaderMap::new(), Some(&scope));
+        assert!(matches!(&e, PlatformError::Permanent { code, .. } if code == "10/permission"), "{e:?}");
+        // Other codes read as on every call.
+        let gone = json!({ "error": { "message": "Session has expired", "code": 190, "error_subcode": 463 } });
+        assert!(matches!(classify_refresh(400, &HeaderMap::new(), Some(&gone)), PlatformError::Permanent { .. }));
     }
 
     #[test]

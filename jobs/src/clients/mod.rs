@@ -28,17 +28,23 @@ pub enum PlatformError {
     /// Network trouble, a timeout, a 5xx, or anything the platform marks transient.
     #[error("transient platform error: {0}")]
     Transient(String),
+    /// Not yet: the call is refused until something the platform counts has passed (an
+    /// Instagram token under 24 hours old cannot be refreshed, code 10). Nothing is wrong with
+    /// the grant, and retrying soon cannot help.
+    #[error("too early for the platform: {0}")]
+    TooEarly(String),
     /// The platform asks us to slow down, with its hint when it gives one.
     #[error("rate limited by the platform (retry after {retry_after:?}): {message}")]
     RateLimited { retry_after: Option<Duration>, message: String },
 }
 
 impl PlatformError {
-    /// `permanent`, `transient` or `rate_limited`: what `job_runs.error_class` records.
+    /// `permanent`, `transient`, `too_early` or `rate_limited`: what `job_runs.error_class` records.
     pub fn class(&self) -> &'static str {
         match self {
             PlatformError::Permanent { .. } => "permanent",
             PlatformError::Transient(_) => "transient",
+            PlatformError::TooEarly(_) => "too_early",
             PlatformError::RateLimited { .. } => "rate_limited",
         }
     }

@@ -212,6 +212,19 @@ impl Store {
         }
     }
 
+    /// The newest applied migration of apalis' queue tables (in sqlx's `_sqlx_migrations`, which
+    /// apalis-postgres keeps in its own schema), or `None` before the first.
+    pub async fn queue_schema_version(&self) -> Result<Option<i64>> {
+        let table = self.pool.pick("apalis._sqlx_migrations", "_sqlx_migrations");
+        let sql = format!("SELECT MAX(version) FROM {table} WHERE success");
+        let probe: Result<(Option<i64>,), sqlx::Error> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(p).await);
+        match probe {
+            Ok((v,)) => Ok(v),
+            Err(sqlx::Error::Database(e)) if is_undefined_table(e.as_ref()) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }

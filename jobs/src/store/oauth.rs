@@ -10,7 +10,6 @@ pub struct NewOAuthState {
     pub user_id: String,
     pub platform: Platform,
     pub pkce_verifier: Option<Sealed>,
-    pub redirect_to: Option<String>,
     pub expires_at: Timestamp,
 }
 
@@ -21,7 +20,6 @@ pub struct OAuthState {
     pub platform: Platform,
     #[sqlx(rename = "pkce_verifier_enc")]
     pub pkce_verifier: Option<Sealed>,
-    pub redirect_to: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
@@ -34,12 +32,11 @@ pub struct OAuthState {
 impl Store {
     pub async fn create_oauth_state(&self, s: &NewOAuthState, now: Timestamp) -> Result<()> {
         const SQL: &str = "
-            INSERT INTO oauth_states (state_hash, user_id, platform, pkce_verifier_enc, redirect_to,
-                created_at, expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)";
+            INSERT INTO oauth_states (state_hash, user_id, platform, pkce_verifier_enc, created_at, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6)";
         on_pool!(self, p => sqlx::query(SQL)
             .bind(&s.state_hash).bind(&s.user_id).bind(s.platform).bind(&s.pkce_verifier)
-            .bind(&s.redirect_to).bind(now).bind(s.expires_at)
+            .bind(now).bind(s.expires_at)
             .execute(p).await?.rows_affected());
         Ok(())
     }

@@ -12,6 +12,13 @@ use serde::Serialize;
 use super::{Result, Store};
 use crate::time::Timestamp;
 
+/// apalis-sqlite's `run_at` is whole Unix seconds (its claim compares it with
+/// `strftime('%s','now')`): socialsync rounds a millisecond time *up*, so a job never runs
+/// before the time it asked for, at most a second after it. PostgreSQL keeps milliseconds.
+fn sqlite_secs(ms: &str) -> String {
+    format!("(({ms} + 999) / 1000)")
+}
+
 /// A job to put on a queue.
 #[derive(Clone, Debug)]
 pub struct NewJob {
@@ -137,7 +144,7 @@ impl Store {
                     waiting("apalis.jobs", "$7", "to_timestamp($5::float8 / 1000)")
                 )
             }
-            super::Pool::Sqlite(_) => waiting("Jobs", "$1", "$2 / 1000"),
+            super::Pool::Sqlite(_) => waiting("Jobs", "$1", &sqlite_secs("$2")),
         }
     }
 
@@ -220,9 +227,9 @@ impl Store {
                             .push("'Pending'")
                             .push("0")
                             .push_bind(job.max_attempts)
-                            .push("(")
+                            .push("((")
                             .push_bind_unseparated(job.run_at.millis())
-                            .push_unseparated(" / 1000)")
+                            .push_unseparated(" + 999) / 1000)")
                             .push("0")
                             .push_bind(job.dedup_key.clone());
                     });
@@ -285,10 +292,9 @@ impl Store {
         let pg = matches!(self.pool(), super::Pool::Postgres(_));
         let table = self.jobs_table();
         let (run_at, err_json, now) = if pg {
-            ("to_timestamp($4::float8 / 1000)", "jsonb_build_object('Err', $5::text)", "now()")
+            ("to_timestamp($4::float8 / 1000)".to_owned(), "jsonb_build_object('Err', $5::text)", "now()")
         } else {
-            // SQLite keeps whole seconds: round up, so a retry never runs before its backoff.
-            ("(($4 + 999) / 1000)", "json_object('Err', $5)", "strftime('%s', 'now')")
+            (sqlite_secs("$4"), "json_object('Err', $5)", "strftime('%s', 'now')")
         };
         let (status, attempts, run_at_ms, text, job) = match end {
             AttemptEnd::Retry { run_at, error } => ("Failed", "$3", Some(*run_at), error.clone(), None),
