@@ -82,7 +82,7 @@ pub async fn database() -> (TestDb, Store, PgPool) {
 
 /// What the benchmarks' connections to PostgreSQL are, in words ([`jobs::store::describe_postgres`]):
 /// the figures depend on the transport (TLS on a loopback connection cost the no-op throughput
-/// about 15 % in BENCHMARKS.md, session 18). `TEST_DATABASE_URL` chooses it: `?sslmode=disable`,
+/// about 15 %: BENCHMARKS.md, "Findings"). `TEST_DATABASE_URL` chooses it: `?sslmode=disable`,
 /// or a Unix socket with `?host=/var/run/postgresql`.
 pub async fn connection() -> String {
     use sqlx::Connection;

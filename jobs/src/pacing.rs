@@ -46,8 +46,8 @@ const SLOW_ROUND_TRIP_US: i64 = 5_000;
 /// three workers) wake-ups up to 4 ms late, then up to 6 ms until the platform logged the
 /// request; while the host took CPU time from the machine (`st` in vmstat up to 29 %), a start
 /// reached the platform 15 ms later than its slot allowed against the next one's, crossing the
-/// 12 ms the margin then was at 50 ms spacing (BENCHMARKS.md, session 17, with the jitter
-/// measured under smaller margins).
+/// 12 ms the margin then was at 50 ms spacing (measured 2026-11-28 at 9b81445; BENCHMARKS.md,
+/// "Findings", has the jitter under smaller margins).
 pub const DEFAULT_MARGIN: Duration = Duration::from_millis(20);
 
 /// How late after its slot a start may wake and still take it; a later one gives the slot up

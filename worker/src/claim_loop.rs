@@ -51,19 +51,19 @@ use crate::{
 
 /// Claimed jobs not yet acknowledged, per slot of concurrency. With 4, claims at concurrency
 /// 64 on no-op jobs found room for 42 jobs on average, the rest of the 256 waiting for their
-/// acknowledgements (BENCHMARKS.md, session 15).
+/// acknowledgements (measured 2026-11-28 at ee31429).
 const OPEN_PER_SLOT: usize = 8;
 /// At most this many acknowledgements share a statement.
 const MAX_ACK_GROUP: usize = 512;
 /// Acknowledgement statements of a queue running at once (their jobs never overlap). Each
 /// waits for its WAL flush; more under way share flushes (PostgreSQL's group commit): no-op
 /// jobs at concurrency 64 ran at ×0.6–0.7 of the statements alone with 2, ×0.7–0.8 with 4,
-/// about the same with 6 or 8 (BENCHMARKS.md, session 15). Four leave most of the process's
+/// about the same with 6 or 8 (measured 2026-11-28 at ee31429). Four leave most of the process's
 /// 10 connections to handlers and the other queues.
 const ACK_WRITERS: usize = 4;
 /// Claim statements of a queue running at once (`SKIP LOCKED`: they never claim the same job).
 /// One at a time, a claim's round trip bounded the queue: at concurrency 64 on no-op jobs it
-/// took 3.7 ms for 31 jobs (BENCHMARKS.md, session 10).
+/// took 3.7 ms for 31 jobs (measured 2026-11-27 at a606ace).
 const CLAIMS_IN_FLIGHT: usize = 2;
 
 /// What a queue's loop and its attempts share.
@@ -95,8 +95,8 @@ pub async fn run_queue(
     let batch = q.batch.max(1);
     // A claim beside one already in flight waits for half a batch of room: sent at the
     // first free slot, it carried a handful of jobs (14 on average at concurrency 64), and most
-    // of a claim's cost is fixed: 0.45 ms for one job, 1.0 ms for 64 (BENCHMARKS.md,
-    // session 11). With no claim in flight, room for one is enough (pick-up latency). An
+    // of a claim's cost is fixed: 0.45 ms for one job, 1.0 ms for 64 (measured
+    // 2026-11-27 at efc983d). With no claim in flight, room for one is enough (pick-up latency). An
     // acknowledgement beside another written waits for as many, for the same reason.
     let least_beside = (batch.min(concurrency) / 2).max(1);
     let acks = {
@@ -117,7 +117,7 @@ pub async fn run_queue(
     // Jobs a claim asks for beyond the free slots: as many as ended while the last claim was
     // under way, so that they find a slot about when they arrive. Quick jobs keep claims full
     // instead of each carrying only the slots freed during the one before (26 jobs a claim,
-    // not 64, at concurrency 64 on no-op jobs: BENCHMARKS.md, session 15); long jobs, of which
+    // not 64, at concurrency 64 on no-op jobs, measured 2026-11-28 at ee31429); long jobs, of which
     // next to none end during a claim, are not claimed ahead, so a worker does not hold jobs
     // that another's free slot could run.
     let mut ahead = 0;
