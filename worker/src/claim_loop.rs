@@ -3,7 +3,7 @@
 //! Why: apalis' worker claims a batch, waits until it is drained, then claims again, and
 //! acknowledges through the same state machine between fetches; once handlers take a few
 //! milliseconds (ours wait for their run records) it runs at half its no-op rate, and every
-//! claim waits for the slowest job of the previous batch (BENCHMARKS.md, throughput). Here:
+//! claim waits for the slowest job of the previous batch (measured 2026-11-27 at 132e2f9). Here:
 //! - a claim is made as soon as a slot is free, for as many jobs as slots are free plus as many
 //!   as ended while the last claim was under way (claimed ahead: quick jobs find a slot about
 //!   when they arrive, long ones are not hoarded), at most `batch` (`apalis.get_jobs`, the same
