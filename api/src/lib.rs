@@ -115,8 +115,8 @@ async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
 }
 
 /// In front of every `/api/v1` request: the body-size limit, the per-IP lockout after failed
-/// authentications (requests with a valid credential pass it), the general per-IP limit; behind it, every error as the JSON body, and
-/// failed authentications and 429 answers counted.
+/// authentications (requests with a valid credential pass it), the general per-IP limit;
+/// behind it, every error as the JSON body, and failed authentications and 429 answers counted.
 async fn guard<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
     let state = req.data::<ApiState>().expect("the app attaches its state").clone();
     let resp = checked(next, req).await?;
