@@ -75,6 +75,7 @@ pub struct Settings {
     pub rate_limits: String,
     pub trusted_proxies: String,
     pub keep_history_on_disconnect: bool,
+    pub webhook_tolerance_secs: u64,
     pub max_body_bytes: usize,
     pub ops_password: Option<String>,
     pub dashboard_read_only: bool,
@@ -137,6 +138,7 @@ impl Default for Settings {
             rate_limits: String::new(),
             trusted_proxies: String::new(),
             keep_history_on_disconnect: true,
+            webhook_tolerance_secs: 300,
             max_body_bytes: 64 * 1024,
             ops_password: None,
             dashboard_read_only: false,
@@ -157,7 +159,7 @@ pub const ENV_VARS: &[&str] = &[
     "CONNECT_BATCH", "REFRESH_BATCH", "SYNC_BATCH", "NOTIFY_BATCH", "CONNECT_TIMEOUT_SECS", "REFRESH_TIMEOUT_SECS",
     "SYNC_TIMEOUT_SECS", "NOTIFY_TIMEOUT_SECS", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
     "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
-    "FRONTEND_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
+    "FRONTEND_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "WEBHOOK_TOLERANCE_SECS", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
     "CLOCK_OFFSET_SECS",
 ];
 
@@ -434,6 +436,7 @@ impl Settings {
             trusted_proxies,
             frontend_url,
             keep_history_on_disconnect: self.keep_history_on_disconnect,
+            webhook_tolerance_secs: self.webhook_tolerance_secs.max(1) as i64,
             max_body_bytes: self.max_body_bytes.max(1024),
             demo_user,
             dashboard: Some(self.dashboard_config(config, public_url, dev)?),

@@ -81,14 +81,34 @@ fn state(req: &Request) -> &ApiState {
 }
 
 /// Whether `req` carries a credential that verifies: a user's JWT, the cron secret or the
-/// service token. An address locked out after failed authentications is still served for
+/// service token, or is a platform's callback whose signature verifies. An address locked out after failed authentications is still served for
 /// such a request (one bad client behind a shared address must not shut out everyone behind
 /// it); guessing any of these is hopeless, unlike a password, so serving them is no oracle.
-pub fn carries_valid_credential(req: &Request, config: &crate::ApiConfig) -> bool {
+pub fn carries_valid_credential(req: &Request, body: &[u8], config: &crate::ApiConfig) -> bool {
+    valid_platform_event(req, body, config) || carries_valid_secret(req, config)
+}
+
+fn carries_valid_secret(req: &Request, config: &crate::ApiConfig) -> bool {
     let bearer = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
     let jwt_ok = matches!((bearer, &config.jwt), (Some(token), Some(jwt)) if jwt.verify(token.trim()).is_ok());
     let secret_ok = |header: &str, expected: Option<&Secret>| matches!((req.header(header), expected), (Some(given), Some(secret)) if secrets_match(given, secret));
     jwt_ok || secret_ok("x-cron-secret", config.cron_secret.as_ref()) || secret_ok("x-service-token", config.service_token.as_ref())
+}
+
+/// A platform's callback whose signature verifies (a platform sends every user's events from
+/// few addresses; one forged event from a shared one must not stop the real ones).
+fn valid_platform_event(req: &Request, body: &[u8], config: &crate::ApiConfig) -> bool {
+    let clients = &config.jobs.clients;
+    match req.original_uri().path() {
+        "/api/v1/platforms/tiktok/webhook" => {
+            let now = config.jobs.now();
+            jobs::events::tiktok_webhook(clients.tiktok.client_secret(), req.header("tiktok-signature"), body, now, config.webhook_tolerance_secs).is_ok()
+        }
+        "/api/v1/platforms/instagram/deauthorize" => url::form_urlencoded::parse(body)
+            .find(|(k, _)| k == "signed_request")
+            .is_some_and(|(_, v)| jobs::events::verify_signed_request(clients.instagram.app_secret(), &v).is_ok()),
+        _ => false,
+    }
 }
 
 /// A user, from `Authorization: Bearer <JWT>`.

@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub frontend_url: String,
     /// Whether a disconnected account keeps its snapshots and posts.
     pub keep_history_on_disconnect: bool,
+    /// How far a webhook's signed timestamp may be from now (a replay otherwise).
+    pub webhook_tolerance_secs: i64,
     pub max_body_bytes: usize,
     /// Development only (`up` without `JWT_SECRET`): `/demo` signs its visitor in as this user.
     pub demo_user: Option<String>,
@@ -135,14 +137,14 @@ const DRAIN_FOR: Duration = Duration::from_secs(2);
 /// `DRAIN_FOR`: a server that answers 413 and closes with the body unread resets the
 /// connection, and the client, still writing, sees a broken pipe instead of the answer (the
 /// "lingering close" web servers do for the same reason).
-async fn read_body(body: poem::Body, declared: Option<usize>, max: usize) -> Result<poem::Body, ()> {
+async fn read_body(body: poem::Body, declared: Option<usize>, max: usize) -> Result<Vec<u8>, ()> {
     use tokio::io::AsyncReadExt;
     let mut reader = body.into_async_read();
     if declared.is_none_or(|len| len <= max) {
         let mut buf = Vec::new();
         (&mut reader).take(max as u64 + 1).read_to_end(&mut buf).await.map_err(|_| ())?;
         if buf.len() <= max {
-            return Ok(buf.into());
+            return Ok(buf);
         }
     }
     let (mut rest, mut sink) = (reader.take(DRAIN_CAP), tokio::io::sink());
@@ -161,20 +163,22 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
         let body = read_body(req.take_body(), declared, cfg.max_body_bytes)
             .await
             .map_err(|()| error::render(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE)))?;
-        req.set_body(body);
+        req.set_body(body.clone());
         // The lockout check and the general count, in one round trip when both apply.
         // (A locked-out address's requests still count against its general budget.)
-        let (locked, counted) = match (cfg.policies.get("auth"), cfg.policies.get("general")) {
+        // The platforms' callbacks have a budget of their own: they carry every user's events.
+        let per_ip = if req.original_uri().path().starts_with("/api/v1/platforms/") { "platform_events" } else { "general" };
+        let (locked, counted) = match (cfg.policies.get("auth"), cfg.policies.get(per_ip)) {
             (Some(auth), Some(general)) => {
-                let (counted, locked) = limits::hit_and_check(&state.guard_hits, &state.store, ("general", general), ("auth", auth), &ip, now).await?;
+                let (counted, locked) = limits::hit_and_check(&state.guard_hits, &state.store, (per_ip, general), ("auth", auth), &ip, now).await?;
                 (locked, Some(counted))
             }
             (Some(auth), None) => (limits::over(&state.store, "auth", auth, &ip, now).await?, None),
-            (None, Some(general)) => (None, Some(limits::hit(&state.store, "general", general, &ip, now).await?)),
+            (None, Some(general)) => (None, Some(limits::hit(&state.store, per_ip, general, &ip, now).await?)),
             (None, None) => (None, None),
         };
         // Locked out: refused, unless the request proves who it is (see `auth`).
-        if let Some(locked) = locked.filter(|_| !auth::carries_valid_credential(&req, cfg)) {
+        if let Some(locked) = locked.filter(|_| !auth::carries_valid_credential(&req, &body, cfg)) {
             return Err(locked.error());
         }
         match counted {
@@ -194,7 +198,8 @@ async fn checked<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Re
         }
         Err(e) => {
             let e = error::render(e);
-            let failed = e.status == StatusCode::UNAUTHORIZED || e.code == "OAUTH_STATE_INVALID";
+            // A forged or garbled platform event is a failed authentication too.
+            let failed = e.status == StatusCode::UNAUTHORIZED || e.code == "OAUTH_STATE_INVALID" || e.code.starts_with("EVENT_");
             (e.into_response(), failed)
         }
     };

@@ -25,7 +25,8 @@ pub struct Policy {
     pub window: Duration,
 }
 
-/// Policies by name. The API uses `general` (per IP), `auth` (failed authentications per IP),
+/// Policies by name. The API uses `general` (per IP), `platform_events` (per IP, instead of
+/// `general` on the platforms' callbacks), `auth` (failed authentications per IP),
 /// `sync` and `connect` (per user); any other name (by default `chat`, `upload`) is offered to
 /// sibling services through `POST /api/v1/limits/{policy}/consume`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ impl Default for Policies {
         let p = |limit, secs| Policy { limit, window: Duration::from_secs(secs) };
         Policies(BTreeMap::from([
             ("general".into(), p(100, 15 * 60)),
+            // The platforms send every user's events from a few addresses.
+            ("platform_events".into(), p(3000, 60)),
             ("auth".into(), p(5, 15 * 60)),
             ("sync".into(), p(10, 15 * 60)),
             ("connect".into(), p(50, 24 * 3600)),

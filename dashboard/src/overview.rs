@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The queues shown even when empty.
-const QUEUES: [&str; 4] = [jobs::connect::KIND, jobs::refresh::KIND, jobs::sync::KIND, jobs::notify::KIND];
+const QUEUES: [&str; 5] = [jobs::connect::KIND, jobs::refresh::KIND, jobs::sync::KIND, jobs::notify::KIND, jobs::events::KIND];
 
 #[handler]
 pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {

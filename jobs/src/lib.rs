@@ -9,7 +9,8 @@
 //! - [`time`]: instants as stored, and the injectable clock.
 //! - [`clients`]: the Instagram and TikTok clients behind one trait, with classified errors.
 //! - [`job`]: what every handler shares (context, outcome, error, backoff); one module per job:
-//!   [`connect`], [`refresh`], [`sync`], [`notify`], and the nightly [`sweeps`] on their
+//!   [`connect`], [`refresh`], [`sync`], [`notify`], [`events`] (what the platforms tell the
+//!   app: verified, then applied), and the nightly [`sweeps`] on their
 //!   [`schedule`].
 //! - [`pacing`]: the process side of the fleet-wide gate that spaces sync starts.
 
@@ -17,6 +18,7 @@ pub mod clients;
 pub mod config;
 pub mod connect;
 pub mod domain;
+pub mod events;
 pub mod group;
 pub mod job;
 pub mod notify;

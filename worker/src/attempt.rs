@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use jobs::{
     AccountId, connect,
     job::{JobContext, JobError, Outcome, backoff},
-    notify, refresh,
+    events, notify, refresh,
     store::{AttemptEnd, JobOutcome},
     sync,
 };
@@ -44,6 +44,7 @@ pub fn max_attempts(kind: &str) -> i32 {
         refresh::KIND => refresh::MAX_ATTEMPTS,
         sync::KIND => sync::MAX_ATTEMPTS,
         notify::KIND => notify::MAX_ATTEMPTS,
+        events::KIND => events::MAX_ATTEMPTS,
         _ => 1,
     }
 }
@@ -69,6 +70,7 @@ async fn run_job(kind: &str, args: Value, cx: &JobContext) -> Result<Outcome, Jo
         refresh::KIND => refresh::run(decode(args)?, cx).await,
         sync::KIND => sync::run(decode(args)?, cx).await,
         notify::KIND => notify::run(decode(args)?, cx).await,
+        events::KIND => events::run(decode(args)?, cx).await,
         other => Err(JobError::GiveUp { class: "unknown_queue", message: format!("no handler for queue {other}") }),
     }
 }

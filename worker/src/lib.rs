@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     pub refresh: QueueConfig,
     pub sync: QueueConfig,
     pub notify: QueueConfig,
+    /// What the platforms told the app (revocations).
+    pub events: QueueConfig,
     /// How often an idle worker looks for due jobs (also its heartbeat). PostgreSQL workers
     /// also hear new jobs at once through LISTEN/NOTIFY.
     pub poll_interval: Duration,
@@ -68,6 +70,7 @@ impl Default for WorkerConfig {
             refresh: QueueConfig::new(8, 120),
             sync: QueueConfig::new(8, 600),
             notify: QueueConfig::new(4, 60),
+            events: QueueConfig::new(2, 60),
             poll_interval: Duration::from_millis(500),
             orphan_after: Duration::from_secs(5),
             retry_base: Duration::from_secs(5),
@@ -107,7 +110,7 @@ pub fn hostname() -> String {
 /// jobs [`SHUTDOWN_GRACE`]; jobs claimed but not started go back to their queue.
 pub async fn run_workers(setup: WorkerSetup, shutdown: CancellationToken) -> std::io::Result<()> {
     let name = setup.context.worker.clone();
-    tracing::info!(worker = %name, database = setup.context.store.backend_name(), queues = "connect, refresh, sync, notify", "worker started");
+    tracing::info!(worker = %name, database = setup.context.store.backend_name(), queues = "connect, refresh, sync, notify, event", "worker started");
     let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), shutdown.clone()));
     let keepalive = tokio::spawn(queues::keep_alive(setup.clone(), shutdown.clone()));
     let result = queues::run(&setup, shutdown.clone()).await;

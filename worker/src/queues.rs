@@ -23,7 +23,7 @@ use std::sync::Arc;
 use apalis::prelude::*;
 use apalis_sqlite::SqliteStorage;
 use jobs::{
-    connect, notify, refresh,
+    connect, events, notify, refresh,
     store::{Pool, ProcessBeat, ProcessQueue},
     sync,
 };
@@ -32,9 +32,9 @@ use serde_json::Value;
 use crate::{QueueConfig, SHUTDOWN_GRACE, WorkerSetup, attempt::QueueRuntime};
 
 /// The queues, with their settings.
-fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 4] {
+fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 5] {
     let c = &setup.config;
-    [(connect::KIND, c.connect), (refresh::KIND, c.refresh), (sync::KIND, c.sync), (notify::KIND, c.notify)]
+    [(connect::KIND, c.connect), (refresh::KIND, c.refresh), (sync::KIND, c.sync), (notify::KIND, c.notify), (events::KIND, c.events)]
 }
 
 /// The apalis handler of every SQLite queue: one attempt, its end written by [`crate::attempt`].

@@ -262,6 +262,57 @@ both_backends! {
         assert_eq!(a.lease_owner, None, "the lease is released");
     }
 
+    async fn a_revocation_at_the_platform_erases_the_tokens_cancels_waiting_work_and_notifies_once(db: TestDb) {
+        let sb = SandboxServer::start().await;
+        let h = start_workers(&db.store, &sb, fast_config()).await;
+        let (hook, vault, cx) = (&h.hook, &h.vault, &h.cx);
+        let hash = start_connect(&db.store, vault, &sb, &cx.clients, "dance.daily").await;
+        let id = connected_and_synced(&db.store, &hash).await;
+        let account = db.store.account(id).await.unwrap().unwrap();
+        // A sync waiting for tomorrow (and the planned refresh): nothing left for them to do.
+        let later = db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now().plus(Duration::from_secs(86_400)))).await.unwrap();
+        assert!(db.store.waiting_job("refresh", Some(&jobs::refresh::dedup_key(id))).await.unwrap().is_some());
+
+        // The same revocation delivered twice, timed differently by the platform: two events.
+        let reason = "the user disconnected the app in TikTok";
+        let mut events = Vec::new();
+        for key in ["tiktok:authorization.removed:1", "tiktok:authorization.removed:2"] {
+            let event = jobs::events::PlatformEvent {
+                platform: Platform::Tiktok,
+                kind: jobs::events::REVOKED.into(),
+                platform_user_id: account.platform_user_id.clone(),
+                reason: Some(reason.into()),
+                event_key: key.into(),
+                issued_at: Timestamp::now(),
+            };
+            let (event_id, created) = db.store.record_platform_event(&event, Timestamp::now()).await.unwrap();
+            assert!(created);
+            db.store.enqueue(&jobs::events::job(event_id, Timestamp::now())).await.unwrap();
+            events.push(event_id);
+        }
+        let store = db.store.clone();
+        eventually(Duration::from_secs(30), "both events applied and the notification delivered", || {
+            let (store, events, received) = (store.clone(), events.clone(), hook.received.clone());
+            async move {
+                let mut applied = true;
+                for e in events {
+                    applied &= store.platform_event(e).await.unwrap().unwrap().processed_at.is_some();
+                }
+                applied && !received.lock().unwrap().is_empty()
+            }
+        })
+        .await;
+        let a = db.store.account(id).await.unwrap().unwrap();
+        assert_eq!((a.status, a.status_reason.as_deref()), (AccountStatus::ReauthRequired, Some(reason)));
+        assert!(a.access_token.is_none() && a.refresh_token.is_none() && a.next_refresh_at.is_none(), "tokens erased");
+        assert_eq!(db.store.job_row(&later.id).await.unwrap().unwrap().status, "Killed", "the waiting sync is cancelled");
+        assert_eq!(db.store.waiting_job("refresh", Some(&jobs::refresh::dedup_key(id))).await.unwrap(), None, "and the refresh");
+        let notes = db.store.notifications_of_user("user-1", 10).await.unwrap();
+        assert_eq!(notes.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>(), ["access_revoked"], "notified once");
+        assert_eq!(hook.received.lock().unwrap().len(), 1);
+        h.stop().await;
+    }
+
     async fn a_job_failing_transiently_runs_its_attempt_limit_with_growing_gaps(db: TestDb) {
         let sb = SandboxServer::start().await;
         let h = start_workers(&db.store, &sb, fast_config()).await;

@@ -23,6 +23,9 @@ struct AccountView {
     status: String,
     /// When the account took its current status (RFC 3339).
     status_changed_at: String,
+    /// Why it left `active`, when the platform said (e.g. "the user disconnected the app in
+    /// TikTok"): the user revoked access there.
+    status_reason: Option<String>,
     /// When the access token expires (RFC 3339).
     token_expires_at: Option<String>,
     /// When the next token refresh is planned.
@@ -42,6 +45,7 @@ impl From<&Account> for AccountView {
             display_name: a.display_name.clone(),
             status: a.status.to_string(),
             status_changed_at: iso(a.status_changed_at),
+            status_reason: a.status_reason.clone(),
             token_expires_at: a.access_expires_at.map(iso),
             next_refresh_at: a.next_refresh_at.map(iso),
             last_synced_at: a.last_synced_at.map(iso),

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod connect;
+mod events_api;
 mod jobs_api;
 mod limits_api;
 
@@ -23,15 +24,20 @@ enum Tag {
     Jobs,
     /// Rate limits offered to sibling services.
     Limits,
+    /// What Instagram and TikTok send on their own (revocations); called by the platforms.
+    Events,
 }
 
 /// The `/api/v1` service; its spec and docs page come from it too.
-pub fn service(state: &ApiState) -> OpenApiService<(connect::ConnectApi, accounts::AccountsApi, jobs_api::JobsApi, limits_api::LimitsApi), ()> {
+pub fn service(
+    state: &ApiState,
+) -> OpenApiService<(connect::ConnectApi, accounts::AccountsApi, jobs_api::JobsApi, limits_api::LimitsApi, events_api::EventsApi), ()> {
     let api = (
         connect::ConnectApi(state.clone()),
         accounts::AccountsApi(state.clone()),
         jobs_api::JobsApi(state.clone()),
         limits_api::LimitsApi(state.clone()),
+        events_api::EventsApi(state.clone()),
     );
     OpenApiService::new(api, "socialsync", env!("CARGO_PKG_VERSION"))
         .description("Keeps a creator platform's Instagram and TikTok connections alive and their data fresh. Every error is `{\"error\":{\"code\",\"message\"}}` with a stable code.")
@@ -47,7 +53,8 @@ struct ErrorBody {
 #[derive(Object)]
 struct ErrorDetail {
     /// Stable: e.g. `INVALID_REQUEST`, `UNAUTHORIZED`, `NOT_FOUND`, `OAUTH_STATE_INVALID`,
-    /// `ACCOUNT_NOT_ACTIVE`, `RATE_LIMIT_EXCEEDED`, `PAYLOAD_TOO_LARGE`, `DATABASE_UNAVAILABLE`.
+    /// `ACCOUNT_NOT_ACTIVE`, `RATE_LIMIT_EXCEEDED`, `PAYLOAD_TOO_LARGE`, `DATABASE_UNAVAILABLE`,
+    /// `EVENT_MALFORMED`, `EVENT_SIGNATURE_INVALID`, `EVENT_STALE`.
     code: String,
     message: String,
     /// With `RATE_LIMIT_EXCEEDED`.

@@ -28,6 +28,11 @@ impl Instagram {
         Self { http, cfg }
     }
 
+    /// The app secret, which also signs Meta's callbacks (see [`crate::events`]).
+    pub fn app_secret(&self) -> &Secret {
+        &self.cfg.credentials.client_secret
+    }
+
     async fn graph_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, PlatformError> {
         self.graph_get_as(path, query, classify).await
     }

@@ -42,6 +42,11 @@ impl Tiktok {
         Self { http, cfg }
     }
 
+    /// The client secret, which also signs TikTok's webhooks (see [`crate::events`]).
+    pub fn client_secret(&self) -> &Secret {
+        &self.cfg.credentials.client_secret
+    }
+
     async fn token_call(&self, form: &[(&str, &str)]) -> Result<TokenGrant, PlatformError> {
         let resp = self
             .http

@@ -21,6 +21,8 @@ pub struct Account {
     pub display_name: Option<String>,
     pub status: AccountStatus,
     pub status_changed_at: Timestamp,
+    /// Why it left `active`, in words, when the platform said (a revocation).
+    pub status_reason: Option<String>,
     pub scopes: String,
     #[sqlx(rename = "access_token_enc")]
     pub access_token: Option<Sealed>,
@@ -91,6 +93,7 @@ impl Store {
                 token_issued_at = excluded.token_issued_at,
                 next_refresh_at = excluded.next_refresh_at,
                 last_refresh_error = NULL,
+                status_reason = NULL,
                 updated_at = excluded.updated_at
             RETURNING *";
         Ok(on_pool!(self, p => sqlx::query_as(SQL)

@@ -51,6 +51,7 @@ mod outbox;
 mod accounts;
 pub mod claims;
 mod cron;
+mod events;
 mod job_runs;
 mod job_search;
 mod oauth;
@@ -65,6 +66,7 @@ mod sync_data;
 
 pub use accounts::{Account, NewAccount, RefreshedTokens};
 pub use cron::CronRun;
+pub use events::StoredEvent;
 pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunEnding, JobRunStart};
 pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
 pub use ops_reads::{AccountFilter, AccountRow, DayOutcomes, NightlySync};

@@ -76,7 +76,7 @@ pub fn new_job_id() -> String {
 }
 
 impl Store {
-    fn jobs_table(&self) -> &'static str {
+    pub(super) fn jobs_table(&self) -> &'static str {
         self.pool().pick("apalis.jobs", "Jobs")
     }
 

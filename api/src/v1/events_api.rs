@@ -1,0 +1,92 @@
+//! What the platforms send on their own: Meta's deauthorize callback and TikTok's webhook.
+//! Each request is verified (signature, algorithm, timestamp) before anything is written;
+//! a verified event is stored in the inbox and answered at once, and an `event` job applies it.
+
+use jobs::events::{self, EventError, PlatformEvent};
+use poem::http::StatusCode;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::{Binary, Form, Json}};
+use serde::Deserialize;
+
+use super::{Result, Tag};
+use crate::{ApiState, error::ApiError};
+
+pub struct EventsApi(pub ApiState);
+
+/// Meta's callback body (`application/x-www-form-urlencoded`).
+#[derive(Object, Deserialize)]
+struct SignedRequestForm {
+    /// `<signature>.<payload>`, both base64url: HMAC-SHA256 of the payload with the app secret.
+    signed_request: String,
+}
+
+#[derive(Object)]
+struct Received {
+    /// False when the same event had been received before.
+    created: bool,
+}
+
+#[derive(ApiResponse)]
+enum EventResponse {
+    /// Verified and stored; it is applied in the background.
+    #[oai(status = 200)]
+    Ok(Json<Received>),
+}
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        let status = match e {
+            EventError::Malformed(_) => StatusCode::BAD_REQUEST,
+            EventError::BadSignature | EventError::Stale => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+#[OpenApi(tag = "Tag::Events")]
+impl EventsApi {
+    /// Meta's deauthorize callback (a user removed the app)
+    ///
+    /// Called by Meta, not by users. `signed_request` must verify with the Instagram app
+    /// secret and name `HMAC-SHA256`; then the account is marked for reconnection, its tokens
+    /// erased and its user notified.
+    #[oai(path = "/platforms/instagram/deauthorize", method = "post", operation_id = "instagram_deauthorize")]
+    async fn instagram_deauthorize(&self, form: Form<SignedRequestForm>) -> Result<EventResponse> {
+        let secret = self.0.config.jobs.clients.instagram.app_secret();
+        let event = events::instagram_deauthorize(secret, &form.0.signed_request).map_err(|e| refused("instagram", e))?;
+        self.accept(event).await
+    }
+
+    /// TikTok's webhook
+    ///
+    /// Called by TikTok, not by users, with a JSON body (`application/json`, read as raw bytes
+    /// for its signature). `TikTok-Signature: t=<unix s>,s=<hex HMAC-SHA256 of "t.body">` must
+    /// verify with the client secret, `t` within `WEBHOOK_TOLERANCE_SECS`. `authorization.removed`
+    /// marks the account for reconnection; other events are acknowledged and ignored.
+    #[oai(path = "/platforms/tiktok/webhook", method = "post", operation_id = "tiktok_webhook")]
+    async fn tiktok_webhook(&self, #[oai(name = "TikTok-Signature")] signature: Header<Option<String>>, body: Binary<Vec<u8>>) -> Result<EventResponse> {
+        let cfg = &self.0.config;
+        let secret = cfg.jobs.clients.tiktok.client_secret();
+        let event = events::tiktok_webhook(secret, signature.0.as_deref(), &body.0, cfg.jobs.now(), cfg.webhook_tolerance_secs)
+            .map_err(|e| refused("tiktok", e))?;
+        self.accept(event).await
+    }
+}
+
+impl EventsApi {
+    /// Stores the event and queues its job (an event seen before is answered the same, and its
+    /// job, deduplicated, not queued twice).
+    async fn accept(&self, event: PlatformEvent) -> Result<EventResponse> {
+        let cx = &self.0.config.jobs;
+        let (id, created) = self.0.store.record_platform_event(&event, cx.now()).await?;
+        if created {
+            cx.enqueue(events::job(id, cx.now())).await?;
+        }
+        tracing::info!(target: "events", platform = %event.platform, kind = %event.kind, event_id = id, created, "platform event received");
+        Ok(EventResponse::Ok(Json(Received { created })))
+    }
+}
+
+fn refused(platform: &str, e: EventError) -> ApiError {
+    tracing::warn!(target: "events", %platform, error = %e, "platform event refused");
+    e.into()
+}
