@@ -23,7 +23,7 @@ pub async fn up(settings: &Settings, args: StartArgs) -> Result<()> {
     let shutdown = shutdown_token();
     let public = format!("http://{addr}");
     let platforms = settings.platforms(&config, &public);
-    let sandbox = announce_platforms(&config, &platforms).map(|s| s.with_admin(settings.sandbox_admin(KeyPolicy::GenerateForDevelopment)));
+    let sandbox = announce_platforms(&config, &platforms, &public).map(|s| s.with_admin(settings.sandbox_admin(KeyPolicy::GenerateForDevelopment)));
     let state = api_state(settings, &config, &store, sandbox, &platforms, &public, true)?;
     tracing::info!(database = %config.database.redacted_url(), "socialsync is up");
     println!("socialsync is up on {public}  — Ctrl-C stops it");
@@ -51,7 +51,7 @@ pub async fn api(settings: &Settings, args: StartArgs) -> Result<()> {
     if matches!(admin, sandbox::AdminAccess::Token(None)) && (config.instagram.is_none() || config.tiktok.is_none()) {
         tracing::info!("SANDBOX_ADMIN_TOKEN is not set: the sandbox's control surface /sandbox/_admin is closed");
     }
-    let sandbox = announce_platforms(&config, &platforms).map(|s| s.with_admin(admin));
+    let sandbox = announce_platforms(&config, &platforms, &public).map(|s| s.with_admin(admin));
     let state = api_state(settings, &config, &store, sandbox, &platforms, &public, false)?;
     tracing::info!(%addr, database = %config.database.redacted_url(), "API listening");
     api::serve(state, listener, shutdown_token().cancelled_owned()).await?;
@@ -221,7 +221,7 @@ fn metrics_render() -> api::MetricsRender {
 
 /// Logs which platforms are real and which the sandbox; returns the sandbox to mount when a
 /// platform lacks credentials (which `Settings::build` allows only with the sandbox on).
-fn announce_platforms(config: &Config, platforms: &jobs::config::PlatformsConfig) -> Option<sandbox::Sandbox> {
+fn announce_platforms(config: &Config, platforms: &jobs::config::PlatformsConfig, public_url: &str) -> Option<sandbox::Sandbox> {
     let missing: Vec<&str> = [("instagram", config.instagram.is_none()), ("tiktok", config.tiktok.is_none())]
         .into_iter()
         .filter_map(|(name, missing)| missing.then_some(name))
@@ -235,7 +235,14 @@ fn announce_platforms(config: &Config, platforms: &jobs::config::PlatformsConfig
         tiktok = %platforms.tiktok.open_url,
         "no platform credentials configured: using the sandbox platform (simulated Instagram and TikTok)"
     );
-    Some(sandbox::Sandbox::default())
+    // The simulated platforms tell this process when a user revokes the app, as the real ones
+    // tell a production API at the callback URLs registered with them.
+    let sandbox = sandbox::Sandbox::default();
+    sandbox.configure(|s| {
+        s.instagram_deauthorize_url = Some(format!("{public_url}/api/v1/platforms/instagram/deauthorize"));
+        s.tiktok_webhook_url = Some(format!("{public_url}/api/v1/platforms/tiktok/webhook"));
+    });
+    Some(sandbox)
 }
 
 pub async fn sandbox(addr: std::net::SocketAddr) -> Result<()> {

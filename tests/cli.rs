@@ -408,3 +408,67 @@ async fn the_demo_connects_a_sandbox_account_and_no_secret_reaches_the_log() {
         assert!(!log.contains(secret.as_str()), "the {what} appears in the log");
     }
 }
+
+/// `up`'s sandbox tells the app when a user revokes it, as Meta and TikTok do: a forged event is
+/// refused and changes nothing; a real one, delivered twice, takes the account out of `active`
+/// in about a second and notifies its user once; after it, no sync calls the platform for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_in_the_sandbox_reaches_the_account_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(dir.path(), &["up"], &[("PACING_TIKTOK_MS", "50")]);
+    let url = up.wait_for_url();
+    let page = reqwest::get(format!("{url}/demo")).await.unwrap().text().await.unwrap();
+    let token = page.split("name=\"socialsync-token\" content=\"").nth(1).and_then(|t| t.split('"').next()).expect("a token").to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let api = |path: &str| {
+        let req = http.get(format!("{url}/api/v1{path}")).bearer_auth(&token);
+        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let admin = format!("{url}/sandbox/_admin");
+    let patch = |path: String, body: serde_json::Value| {
+        let req = http.patch(format!("{admin}/{path}")).json(&body);
+        async move { assert!(req.send().await.unwrap().status().is_success()) }
+    };
+
+    let started: serde_json::Value = http.post(format!("{url}/api/v1/social-media/tiktok/connect")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let open_id = testkit::platform::account_id(&format!("{url}/sandbox"), "dance.daily").await;
+    let callback = testkit::platform::consent(started["authorization_url"].as_str().unwrap(), &open_id, true).await;
+    assert_eq!(http.get(callback.as_str()).send().await.unwrap().status(), 303);
+    testkit::eventually(Duration::from_secs(60), "connected and synced", || async { api("/social-media/accounts").await[0]["last_synced_at"].is_string() }).await;
+    let deliveries = || async { reqwest::get(format!("{admin}/deliveries")).await.unwrap().json::<Vec<serde_json::Value>>().await.unwrap() };
+    let switches = format!("accounts/tiktok/{open_id}/switches");
+
+    // Forged: refused, and the account stays active.
+    patch("settings".into(), serde_json::json!({ "event_delivery": "bad_signature" })).await;
+    patch(switches.clone(), serde_json::json!({ "consent_revoked": true })).await;
+    testkit::eventually(Duration::from_secs(10), "the forged event answered", || async { deliveries().await.len() == 1 }).await;
+    assert_eq!(deliveries().await[0]["status"], 401);
+    assert_eq!(api("/social-media/accounts").await[0]["status"], "active");
+
+    // Real, sent twice as a retrying platform does.
+    patch(switches.clone(), serde_json::json!({ "consent_revoked": false })).await;
+    patch("settings".into(), serde_json::json!({ "event_delivery": "duplicate" })).await;
+    let revoked_at = std::time::Instant::now();
+    patch(switches, serde_json::json!({ "consent_revoked": true })).await;
+    testkit::eventually(Duration::from_secs(10), "the account out of active", || async { api("/social-media/accounts").await[0]["status"] == "reauth_required" }).await;
+    println!("revoked in the sandbox → account reauth_required in {} ms", revoked_at.elapsed().as_millis());
+    let account = &api("/social-media/accounts").await[0];
+    assert_eq!(account["status_reason"], "the user disconnected the app in TikTok");
+    testkit::eventually(Duration::from_secs(10), "both copies answered", || async { deliveries().await.len() == 3 }).await;
+    assert!(deliveries().await[1..].iter().all(|d| d["status"] == 200), "{:?}", deliveries().await);
+    testkit::eventually(Duration::from_secs(10), "one notification", || async { !api("/notifications").await.as_array().unwrap().is_empty() }).await;
+    let notes = api("/notifications").await;
+    assert_eq!(notes.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["access_revoked"]);
+
+    // A sync asked for now skips it: the platform hears nothing more about the account.
+    let calls = || async {
+        let log: Vec<serde_json::Value> = reqwest::get(format!("{admin}/requests")).await.unwrap().json().await.unwrap();
+        log.iter().filter(|e| e["account"] == open_id.as_str()).count()
+    };
+    let before = calls().await;
+    let sync: serde_json::Value = http.post(format!("{url}/api/v1/social-media/accounts/{}/sync", account["id"])).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(sync["error"]["code"], "ACCOUNT_NOT_ACTIVE", "{sync}");
+    assert_eq!(calls().await, before);
+    up.signal("TERM");
+    up.wait_exit(Duration::from_secs(30));
+}

@@ -5,7 +5,8 @@
 //! | `GET /_admin/clock`, `POST /_admin/clock` `{"advance_secs":N}` or `{"set_ms":T}` | the sandbox clock |
 //! | `GET /_admin/settings`, `PATCH /_admin/settings` `{…some fields…}` | the spec's settings |
 //! | `GET /_admin/accounts`, `POST /_admin/accounts` `{"platform","username","followers"?,"posts"?}` | accounts |
-//! | `PATCH /_admin/accounts/{platform}/{id}/switches` `{"consent_revoked":true,…}` | per-account switches |
+//! | `PATCH /_admin/accounts/{platform}/{id}/switches` `{"consent_revoked":true,…}` | per-account switches (turning `consent_revoked` on sends the platform's revocation event, when its URL is set) |
+//! | `GET /_admin/deliveries` | the events sent to the app, each with its answer |
 //! | `GET /_admin/faults`, `PUT /_admin/faults` `[{"path_prefix","error_rate","latency_ms","hang"}]` | faults |
 //! | `GET /_admin/counters` | calls per `platform:endpoint:account` |
 //! | `GET /_admin/requests?after=SEQ&limit=N` | the request log |
@@ -24,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    Sandbox, demo,
+    Sandbox, demo, events,
     state::{Fault, Net, Settings, State, Switches},
 };
 
@@ -37,6 +38,7 @@ pub fn routes() -> Route {
         .at("/faults", get(faults).put(put_faults))
         .at("/counters", get(counters))
         .at("/requests", get(requests))
+        .at("/deliveries", get(deliveries))
         .at("/secrets", get(secrets))
         .at("/reset", post(reset))
 }
@@ -136,16 +138,28 @@ fn patch_switches(Path((platform, id)): Path<(String, String)>, Json(p): Json<Va
         other => return bad(format!("unknown platform {other}")),
     };
     let mut s = sandbox.lock();
-    let Some(account) = s.accounts.get_mut(&(net, id)) else {
+    let Some(account) = s.accounts.get_mut(&(net, id.clone())) else {
         return Json(json!({ "error": "no such account" })).with_status(StatusCode::NOT_FOUND).into_response();
     };
     match merge::<Switches>(&account.switches, p) {
         Ok(new) => {
+            let revoked_now = new.consent_revoked && !account.switches.consent_revoked;
             account.switches = new;
-            Json(json!(account.switches)).into_response()
+            let body = json!(account.switches);
+            // The platform tells the app, as Meta and TikTok do when a user removes it.
+            if let Some(out) = revoked_now.then(|| events::revoked(&s, net, &id)).flatten() {
+                drop(s);
+                events::send(sandbox.clone(), out);
+            }
+            Json(body).into_response()
         }
         Err(e) => bad(e),
     }
+}
+
+#[handler]
+fn deliveries(sandbox: Data<&Sandbox>) -> Json<Value> {
+    Json(json!(sandbox.lock().deliveries))
 }
 
 #[handler]

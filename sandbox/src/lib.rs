@@ -13,6 +13,7 @@
 mod admin;
 mod consent;
 mod demo;
+mod events;
 mod instagram;
 mod state;
 mod tiktok;
@@ -25,7 +26,7 @@ use std::{
 
 use poem::{EndpointExt, Route, Server, get, listener::TcpAcceptor, post};
 
-pub use state::{Fault, Net, Rotation, Settings, Switches};
+pub use state::{EventDelivery, Fault, Net, Rotation, Settings, Switches};
 
 /// Fixed app credentials the sandbox accepts (a real app registers its own).
 pub const INSTAGRAM_CLIENT_ID: &str = "sandbox-instagram-app";
@@ -85,6 +86,11 @@ impl Sandbox {
     fn lock(&self) -> MutexGuard<'_, state::State> {
         // A handler that panicked mid-update leaves plain data behind; keep serving.
         self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the settings, as `PATCH /_admin/settings` does (e.g. where to send events).
+    pub fn configure(&self, change: impl FnOnce(&mut Settings)) {
+        change(&mut self.lock().settings);
     }
 
     /// The sandbox clock, ms since the epoch (moved by `POST /_admin/clock`).

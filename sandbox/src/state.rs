@@ -52,6 +52,42 @@ pub struct Settings {
     pub tiktok_retry_after: bool,
     /// Posts given to each new account.
     pub posts_per_account: u32,
+    /// Where Meta's deauthorize callback goes when an Instagram user revokes (none: not sent).
+    pub instagram_deauthorize_url: Option<String>,
+    /// Where TikTok's webhook goes when a TikTok user revokes (none: not sent).
+    pub tiktok_webhook_url: Option<String>,
+    /// How those events are sent: as the platform would, or wrong on purpose.
+    pub event_delivery: EventDelivery,
+}
+
+/// How the sandbox sends its events (platform-spec.md, "Events the platforms send").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventDelivery {
+    #[default]
+    Normal,
+    /// Signed with a wrong secret.
+    BadSignature,
+    /// Signed ten minutes ago (TikTok's timestamp; Meta's `issued_at`).
+    Stale,
+    /// Sent twice, as a platform retrying does.
+    Duplicate,
+}
+
+/// One event the sandbox sent, and what the app answered.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    pub seq: u64,
+    pub net: Net,
+    /// The account it is about.
+    pub account: String,
+    pub event: &'static str,
+    pub url: String,
+    /// The app's HTTP status, or none when the request failed.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// Real time it was sent, ms since the epoch.
+    pub sent_ms: i64,
 }
 
 impl Default for Settings {
@@ -69,6 +105,9 @@ impl Default for Settings {
             tiktok_requests_per_minute: 600,
             tiktok_retry_after: false,
             posts_per_account: 250,
+            instagram_deauthorize_url: None,
+            tiktok_webhook_url: None,
+            event_delivery: EventDelivery::Normal,
         }
     }
 }
@@ -202,6 +241,8 @@ pub struct State {
     /// Per Instagram account: sandbox-clock instants of calls in the last hour.
     pub instagram_usage: HashMap<String, VecDeque<i64>>,
     pub fault_counter: u64,
+    /// The events sent, oldest first.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// The request log keeps this many entries.
@@ -222,6 +263,7 @@ impl State {
             tiktok_windows: HashMap::new(),
             instagram_usage: HashMap::new(),
             fault_counter: 0,
+            deliveries: Vec::new(),
         };
         demo::seed(&mut s);
         s
