@@ -240,6 +240,7 @@ fn announce_platforms(config: &Config, platforms: &jobs::config::PlatformsConfig
     let sandbox = sandbox::Sandbox::default();
     sandbox.configure(|s| {
         s.instagram_deauthorize_url = Some(format!("{public_url}/api/v1/platforms/instagram/deauthorize"));
+        s.instagram_data_deletion_url = Some(format!("{public_url}/api/v1/platforms/instagram/data-deletion"));
         s.tiktok_webhook_url = Some(format!("{public_url}/api/v1/platforms/tiktok/webhook"));
     });
     Some(sandbox)

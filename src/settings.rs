@@ -71,6 +71,8 @@ pub struct Settings {
     pub migrate_on_start: bool,
     pub log_format: String,
     pub frontend_url: Option<String>,
+    /// Where users' browsers reach this API (a data deletion's status page is under it).
+    pub public_url: Option<String>,
     pub service_token: Option<String>,
     pub rate_limits: String,
     pub trusted_proxies: String,
@@ -134,6 +136,7 @@ impl Default for Settings {
             migrate_on_start: true,
             log_format: "text".into(),
             frontend_url: None,
+            public_url: None,
             service_token: None,
             rate_limits: String::new(),
             trusted_proxies: String::new(),
@@ -159,7 +162,7 @@ pub const ENV_VARS: &[&str] = &[
     "CONNECT_BATCH", "REFRESH_BATCH", "SYNC_BATCH", "NOTIFY_BATCH", "CONNECT_TIMEOUT_SECS", "REFRESH_TIMEOUT_SECS",
     "SYNC_TIMEOUT_SECS", "NOTIFY_TIMEOUT_SECS", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
     "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
-    "FRONTEND_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "WEBHOOK_TOLERANCE_SECS", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
+    "FRONTEND_URL", "PUBLIC_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "WEBHOOK_TOLERANCE_SECS", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
     "CLOCK_OFFSET_SECS",
 ];
 
@@ -404,7 +407,10 @@ impl Settings {
     /// frontend is its `/demo` page). In development (`jwt` absent and `dev` set) a throw-away
     /// JWT secret signs the demo page's visitor in as `demo-user`.
     pub fn api_config(&self, config: &Config, jobs: jobs::job::JobContext, public_url: &str, dev: bool) -> Result<api::ApiConfig> {
-        let frontend_url = self.frontend_url.clone().unwrap_or_else(|| format!("{}/demo", public_url.trim_end_matches('/')));
+        let public_url = self.public_url.clone().unwrap_or_else(|| public_url.to_owned());
+        let public_url = public_url.trim_end_matches('/');
+        url::Url::parse(public_url).map_err(|_| anyhow::anyhow!("PUBLIC_URL is malformed: expected an absolute URL such as https://api.example.com, got {public_url:?}"))?;
+        let frontend_url = self.frontend_url.clone().unwrap_or_else(|| format!("{public_url}/demo"));
         url::Url::parse(&frontend_url).map_err(|_| anyhow::anyhow!("FRONTEND_URL is malformed: expected an absolute URL such as https://app.example.com/settings, got {frontend_url:?}"))?;
         let policies = api::limits::Policies::with_overrides(&self.rate_limits).map_err(|e| anyhow::anyhow!("RATE_LIMITS is malformed: {e}"))?;
         let trusted_proxies = self
@@ -435,6 +441,7 @@ impl Settings {
             policies,
             trusted_proxies,
             frontend_url,
+            public_url: public_url.to_owned(),
             keep_history_on_disconnect: self.keep_history_on_disconnect,
             webhook_tolerance_secs: self.webhook_tolerance_secs.max(1) as i64,
             max_body_bytes: self.max_body_bytes.max(1024),

@@ -472,3 +472,56 @@ async fn a_revocation_in_the_sandbox_reaches_the_account_at_once() {
     up.signal("TERM");
     up.wait_exit(Duration::from_secs(30));
 }
+
+/// A user who deletes their Instagram account: Meta's data deletion callback (sent by `up`'s
+/// sandbox) answers a status page, and the account's data is erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_deletion_erases_the_account_and_its_page_says_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(dir.path(), &["up"], &[("PACING_INSTAGRAM_MS", "50")]);
+    let url = up.wait_for_url();
+    let page = reqwest::get(format!("{url}/demo")).await.unwrap().text().await.unwrap();
+    let token = page.split("name=\"socialsync-token\" content=\"").nth(1).and_then(|t| t.split('"').next()).expect("a token").to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let api = |path: String| {
+        let req = http.get(format!("{url}/api/v1{path}")).bearer_auth(&token);
+        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let admin = format!("{url}/sandbox/_admin");
+    let started: serde_json::Value = http.post(format!("{url}/api/v1/social-media/instagram/connect")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let user_id = testkit::platform::account_id(&format!("{url}/sandbox"), "acme_studio").await;
+    let callback = testkit::platform::consent(started["authorization_url"].as_str().unwrap(), &user_id, true).await;
+    assert_eq!(http.get(callback.as_str()).send().await.unwrap().status(), 303);
+    testkit::eventually(Duration::from_secs(60), "connected and synced", || async { api("/social-media/accounts".into()).await[0]["last_synced_at"].is_string() }).await;
+    let id = api("/social-media/accounts".into()).await[0]["id"].as_i64().unwrap();
+    assert!(api(format!("/social-media/accounts/{id}/stats")).await["posts_count"].as_i64().unwrap() > 0);
+
+    let resp = http.patch(format!("{admin}/accounts/instagram/{user_id}/switches")).json(&serde_json::json!({ "account_deleted": true })).send().await.unwrap();
+    assert!(resp.status().is_success());
+    let deliveries = || async { reqwest::get(format!("{admin}/deliveries")).await.unwrap().json::<Vec<serde_json::Value>>().await.unwrap() };
+    testkit::eventually(Duration::from_secs(10), "the callback answered", || async { !deliveries().await.is_empty() }).await;
+    let answer = deliveries().await[0].clone();
+    assert_eq!((answer["event"].as_str(), answer["status"].as_u64()), (Some("data_deletion"), Some(200)), "{answer}");
+    let status_url = answer["answer"]["url"].as_str().expect("a status page").to_owned();
+    let code = answer["answer"]["confirmation_code"].as_str().unwrap().to_owned();
+    assert!(status_url.starts_with(&format!("{url}/deletion/")) && status_url.ends_with(&code), "{status_url}");
+    testkit::eventually(Duration::from_secs(30), "the status page says done", || async {
+        reqwest::get(&status_url).await.unwrap().text().await.unwrap().contains("data-state=\"done\"")
+    })
+    .await;
+    let status_page = reqwest::get(&status_url).await.unwrap().text().await.unwrap();
+    assert!(!status_page.contains("acme_studio") && !status_page.contains(&user_id), "the page shows the state only");
+    assert_eq!(reqwest::get(format!("{url}/deletion/{}", "0".repeat(32))).await.unwrap().status(), 404);
+
+    // Erased: no posts, no snapshots, no name, no platform id, no tokens.
+    let stats = api(format!("/social-media/accounts/{id}/stats")).await;
+    assert_eq!((stats["posts_count"].as_i64(), stats["latest"].is_null()), (Some(0), true), "{stats}");
+    let gone = api("/social-media/accounts?status=disconnected".into()).await;
+    assert_eq!((gone[0]["id"].as_i64(), gone[0]["username"].as_str()), (Some(id), Some("")), "{gone}");
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("data/socialsync.db").display())).await.unwrap();
+    let (tokens, puid): (i64, String) = sqlx::query_as("SELECT (access_token_enc IS NOT NULL) + (refresh_token_enc IS NOT NULL), platform_user_id FROM social_accounts WHERE id = ?")
+        .bind(id).fetch_one(&db).await.unwrap();
+    assert_eq!((tokens, puid.as_str()), (0, format!("erased:{id}").as_str()));
+    up.signal("TERM");
+    up.wait_exit(Duration::from_secs(30));
+}

@@ -11,6 +11,7 @@
 //! [`serve`] takes a bound listener and a shutdown future, so tests start it on port 0.
 
 pub mod auth;
+mod deletion;
 mod demo;
 pub mod error;
 mod headers;
@@ -58,6 +59,8 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where the OAuth callback sends the browser back to.
     pub frontend_url: String,
+    /// Where users' browsers reach this API (`PUBLIC_URL`): a data deletion's status page.
+    pub public_url: String,
     /// Whether a disconnected account keeps its snapshots and posts.
     pub keep_history_on_disconnect: bool,
     /// How far a webhook's signed timestamp may be from now (a replay otherwise).
@@ -87,6 +90,7 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         .nest("/api/v1", api.around(guard))
         .nest("/docs", docs.with(docs_headers))
         .at("/demo", get(demo::page).with(headers::page(&demo::html())))
+        .at("/deletion/:code", get(deletion::status).with(headers::page(&deletion::html())))
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
         .at("/metrics", get(health::metrics));

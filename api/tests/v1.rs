@@ -63,6 +63,7 @@ async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut ApiConf
         policies: Policies::with_overrides("general=10000/15m").unwrap(),
         trusted_proxies: vec![],
         frontend_url: "https://app.example.com/settings/social".into(),
+        public_url: url.clone(),
         keep_history_on_disconnect: true,
         webhook_tolerance_secs: 300,
         max_body_bytes: 4096,
@@ -671,7 +672,26 @@ async fn platform_events_are_verified_before_anything_is_stored() {
         assert_error(got, &resp.json().await.unwrap(), status, code);
     }
     assert_eq!(event_count(&app).await, 0);
-    let resp = app.http.post(&deauthorize).form(&[("signed_request", signed(&meta_secret, payload))]).send().await.unwrap();
+    let resp = app.http.post(&deauthorize).form(&[("signed_request", signed(&meta_secret, payload.clone()))]).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(event_count(&app).await, 1);
+
+    // The data deletion callback: a status page and a code, the same code for a redelivery.
+    let deletion = format!("{}/api/v1/platforms/instagram/data-deletion", app.url);
+    let resp = app.http.post(&deletion).form(&[("signed_request", signed("not-the-secret", payload.clone()))]).send().await.unwrap();
+    let got = resp.status();
+    assert_error(got, &resp.json().await.unwrap(), 401, "EVENT_SIGNATURE_INVALID");
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let resp = app.http.post(&deletion).form(&[("signed_request", signed(&meta_secret, payload.clone()))]).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        answers.push(resp.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0], answers[1], "a redelivery answers the same code");
+    let code = answers[0]["confirmation_code"].as_str().unwrap();
+    assert_eq!(answers[0]["url"].as_str(), Some(format!("{}/deletion/{code}", app.url).as_str()));
+    let page = app.http.get(answers[0]["url"].as_str().unwrap()).send().await.unwrap();
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(page.text().await.unwrap().contains("data-state=\"received\""), "no worker here: the job has not run");
+    assert_eq!(event_count(&app).await, 2);
 }

@@ -1,7 +1,8 @@
 //! `event`: what the platforms tell the app on their own (platform-spec.md, "Events the
 //! platforms send") — verified here, stored by the API in `platform_events`, acted on by this
-//! job. Today: a user's revocation of the app (Meta's deauthorize callback, TikTok's
-//! `authorization.removed`).
+//! job: a user's revocation of the app (Meta's deauthorize callback, TikTok's
+//! `authorization.removed`), and a request to delete their data (Meta's data deletion callback,
+//! TikTok's `authorization.removed` for a deleted account).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -19,7 +20,8 @@ use crate::{
 
 /// The queue name. Stored in every queued job: never rename.
 pub const KIND: &str = "event";
-pub const MAX_ATTEMPTS: i32 = 10;
+/// A deletion must finish: with the backoff capped at an hour, attempts span about a day.
+pub const MAX_ATTEMPTS: i32 = 30;
 
 /// Why an event was refused, with the stable code the API answers.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct PlatformEvent {
 }
 
 pub const REVOKED: &str = "revoked";
+/// The user asked for their data to be deleted: the account is erased.
+pub const DELETED: &str = "deleted";
 
 /// Meta's `signed_request` (`<sig>.<payload>`, base64url without padding; `sig` = HMAC-SHA256
 /// of the encoded payload with the app secret): its payload, once the algorithm and the
@@ -80,6 +84,15 @@ pub fn verify_signed_request(app_secret: &Secret, signed_request: &str) -> Resul
 
 /// Meta's deauthorize callback: the user removed the app.
 pub fn instagram_deauthorize(app_secret: &Secret, signed_request: &str) -> Result<PlatformEvent, EventError> {
+    instagram_event(app_secret, signed_request, false)
+}
+
+/// Meta's data deletion callback: the user asked for their data to be deleted.
+pub fn instagram_data_deletion(app_secret: &Secret, signed_request: &str) -> Result<PlatformEvent, EventError> {
+    instagram_event(app_secret, signed_request, true)
+}
+
+fn instagram_event(app_secret: &Secret, signed_request: &str, deletion: bool) -> Result<PlatformEvent, EventError> {
     let payload = verify_signed_request(app_secret, signed_request)?;
     let user = match &payload["user_id"] {
         Value::String(s) if !s.is_empty() => s.clone(),
@@ -87,12 +100,17 @@ pub fn instagram_deauthorize(app_secret: &Secret, signed_request: &str) -> Resul
         _ => return Err(EventError::Malformed("payload has no user_id")),
     };
     let issued = payload["issued_at"].as_i64().ok_or(EventError::Malformed("payload has no issued_at"))?;
+    let (kind, callback, reason) = if deletion {
+        (DELETED, "data_deletion", "the user asked Instagram to delete their data")
+    } else {
+        (REVOKED, "deauthorize", "the user removed the app in Instagram")
+    };
     Ok(PlatformEvent {
         platform: Platform::Instagram,
-        kind: REVOKED.into(),
-        event_key: format!("instagram:deauthorize:{user}:{issued}"),
+        kind: kind.into(),
+        event_key: format!("instagram:{callback}:{user}:{issued}"),
         platform_user_id: user,
-        reason: Some("the user removed the app in Instagram".into()),
+        reason: Some(reason.into()),
         issued_at: Timestamp::from_secs(issued),
     })
 }
@@ -129,7 +147,12 @@ pub fn tiktok_webhook(client_secret: &Secret, header: Option<&str>, body: &[u8],
     }
     let b: TiktokBody = serde_json::from_slice(body).map_err(|_| EventError::Malformed("not a TikTok event"))?;
     let reason_code = b.content.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()).and_then(|c| c["reason"].as_i64());
-    let kind = if b.event == "authorization.removed" { REVOKED.to_owned() } else { b.event.clone() };
+    let kind = match (b.event.as_str(), reason_code) {
+        // Reason 2: the user deleted their TikTok account; their data goes with it.
+        ("authorization.removed", Some(2)) => DELETED.to_owned(),
+        ("authorization.removed", _) => REVOKED.to_owned(),
+        _ => b.event.clone(),
+    };
     Ok(PlatformEvent {
         platform: Platform::Tiktok,
         kind,
@@ -177,33 +200,37 @@ pub fn job(event_id: i64, now: Timestamp) -> NewJob {
     }
 }
 
-/// Applies a stored event once: a revocation takes the account out of `active`, erases its
-/// tokens, cancels its waiting refresh and sync, and notifies its user — in one transaction,
-/// so a retry after a crash finds it done.
+/// Applies a stored event once. A revocation takes the account out of `active`, erases its
+/// tokens, cancels its waiting refresh and sync, and notifies its user; a deletion erases the
+/// account (tokens, snapshots, posts, personal fields). Each is one transaction and a no-op the
+/// second time, so a retry after a crash finishes the work.
 pub async fn run(args: ApplyEvent, cx: &JobContext) -> Result<Outcome, JobError> {
     let Some(event) = cx.store.platform_event(args.event_id).await? else { return Ok(Outcome::Skipped("event is gone".into())) };
     if event.processed_at.is_some() {
         return Ok(Outcome::Skipped("already applied".into()));
     }
     let now = cx.now();
-    let outcome = if event.kind != REVOKED {
-        Outcome::Skipped(format!("{} events are acknowledged and ignored", event.kind))
-    } else {
-        match cx.store.account_by_platform_user(event.platform, &event.platform_user_id).await? {
-            None => {
-                tracing::info!(target: "events", platform = %event.platform, event_id = event.id, "revocation for an account not connected here; ignored");
-                Outcome::Skipped("no such account".into())
-            }
-            Some(account) => {
-                let reason = event.reason.clone().unwrap_or_else(|| "revoked at the platform".into());
-                let notification = cx.store.revoke_account(&account, &reason, now).await?;
-                if let Some(id) = notification {
-                    cx.enqueue(crate::notify::job(id, now)).await?;
-                }
-                tracing::info!(target: "events", account_id = %account.id, platform = %account.platform, %reason, "access revoked at the platform; tokens erased");
-                Outcome::Done(format!("account {} revoked: {reason}", account.id))
-            }
+    cx.store.mark_event_started(event.id, now).await?;
+    let account = cx.store.account_by_platform_user(event.platform, &event.platform_user_id).await?;
+    let outcome = match (event.kind.as_str(), account) {
+        (REVOKED | DELETED, None) => {
+            tracing::info!(target: "events", platform = %event.platform, event_id = event.id, kind = %event.kind, "event for an account not connected here; nothing to do");
+            Outcome::Skipped("no such account".into())
         }
+        (REVOKED, Some(account)) => {
+            let reason = event.reason.clone().unwrap_or_else(|| "revoked at the platform".into());
+            if let Some(id) = cx.store.revoke_account(&account, &reason, now).await? {
+                cx.enqueue(crate::notify::job(id, now)).await?;
+            }
+            tracing::info!(target: "events", account_id = %account.id, platform = %account.platform, %reason, "access revoked at the platform; tokens erased");
+            Outcome::Done(format!("account {} revoked: {reason}", account.id))
+        }
+        (DELETED, Some(account)) => {
+            cx.store.erase_account(account.id, now).await?;
+            tracing::info!(target: "events", account_id = %account.id, platform = %account.platform, "account erased at the user's request");
+            Outcome::Done(format!("account {} erased", account.id))
+        }
+        (other, _) => Outcome::Skipped(format!("{other} events are acknowledged and ignored")),
     };
     cx.store.mark_event_processed(event.id, now).await?;
     Ok(outcome)

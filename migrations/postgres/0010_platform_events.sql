@@ -1,6 +1,6 @@
--- What the platforms tell the app on their own (a user revoking it): each verified event is
--- written here by the API before it answers, and applied by an `event` job. `event_key` makes a
--- redelivered event the same row.
+-- What the platforms tell the app on their own (a user revoking it, or asking for their data to
+-- be deleted): each verified event is written here by the API before it answers, and applied by
+-- an `event` job. `event_key` makes a redelivered event the same row.
 CREATE TABLE platform_events (
     id                  BIGSERIAL PRIMARY KEY,
     platform            TEXT    NOT NULL,
@@ -10,6 +10,9 @@ CREATE TABLE platform_events (
     event_key           TEXT    NOT NULL UNIQUE,
     issued_at           BIGINT  NOT NULL,
     received_at         BIGINT  NOT NULL,
+    -- A data deletion's code, the key of its public status page.
+    confirmation_code   TEXT    UNIQUE,
+    started_at          BIGINT,
     processed_at        BIGINT
 );
 

@@ -5,7 +5,7 @@
 //! | `GET /_admin/clock`, `POST /_admin/clock` `{"advance_secs":N}` or `{"set_ms":T}` | the sandbox clock |
 //! | `GET /_admin/settings`, `PATCH /_admin/settings` `{…some fields…}` | the spec's settings |
 //! | `GET /_admin/accounts`, `POST /_admin/accounts` `{"platform","username","followers"?,"posts"?}` | accounts |
-//! | `PATCH /_admin/accounts/{platform}/{id}/switches` `{"consent_revoked":true,…}` | per-account switches (turning `consent_revoked` on sends the platform's revocation event, when its URL is set) |
+//! | `PATCH /_admin/accounts/{platform}/{id}/switches` `{"consent_revoked":true,…}` | per-account switches (turning `consent_revoked` or `account_deleted` on sends the platform's event, when its URL is set) |
 //! | `GET /_admin/deliveries` | the events sent to the app, each with its answer |
 //! | `GET /_admin/faults`, `PUT /_admin/faults` `[{"path_prefix","error_rate","latency_ms","hang"}]` | faults |
 //! | `GET /_admin/counters` | calls per `platform:endpoint:account` |
@@ -143,11 +143,12 @@ fn patch_switches(Path((platform, id)): Path<(String, String)>, Json(p): Json<Va
     };
     match merge::<Switches>(&account.switches, p) {
         Ok(new) => {
+            let deleted_now = new.account_deleted && !account.switches.account_deleted;
             let revoked_now = new.consent_revoked && !account.switches.consent_revoked;
             account.switches = new;
             let body = json!(account.switches);
-            // The platform tells the app, as Meta and TikTok do when a user removes it.
-            if let Some(out) = revoked_now.then(|| events::revoked(&s, net, &id)).flatten() {
+            // The platform tells the app, as Meta and TikTok do when a user removes it or leaves.
+            if let Some(out) = (deleted_now || revoked_now).then(|| events::revoked(&s, net, &id, deleted_now)).flatten() {
                 drop(s);
                 events::send(sandbox.clone(), out);
             }

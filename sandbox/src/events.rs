@@ -1,6 +1,8 @@
 //! The events the platforms send the app on their own (platform-spec.md, "Events the platforms
 //! send"): when a user revokes consent (the `consent_revoked` switch turning on), Meta's
-//! deauthorize callback or TikTok's `authorization.removed` webhook, signed with the app's
+//! deauthorize callback or TikTok's `authorization.removed` webhook; when a user deletes their
+//! account (`account_deleted`), Meta's data deletion callback or the webhook with reason 2 —
+//! signed with the app's
 //! secret, to the URL in the settings — or wrong on purpose (`event_delivery`). Each sending is
 //! logged with the app's answer (`GET /_admin/deliveries`).
 
@@ -34,19 +36,24 @@ fn mac(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// The event `account` revoking the app makes, if the app gave a URL for it.
-pub fn revoked(s: &State, net: Net, account: &str) -> Option<Outgoing> {
+/// The event `account` revoking the app (or, `deleted`, deleting their account) makes, if the
+/// app gave a URL for it.
+pub fn revoked(s: &State, net: Net, account: &str, deleted: bool) -> Option<Outgoing> {
     let how = s.settings.event_delivery;
     let now_s = s.now_ms() / 1000 - if how == EventDelivery::Stale { 600 } else { 0 };
     let copies = if how == EventDelivery::Duplicate { 2 } else { 1 };
     let secret = |real: &'static str| if how == EventDelivery::BadSignature { "not-the-app-secret" } else { real };
     match net {
         Net::Instagram => {
-            let url = s.settings.instagram_deauthorize_url.clone()?;
+            let (url, event) = if deleted {
+                (s.settings.instagram_data_deletion_url.clone()?, "data_deletion")
+            } else {
+                (s.settings.instagram_deauthorize_url.clone()?, "deauthorize")
+            };
             let payload = URL_SAFE_NO_PAD.encode(json!({ "algorithm": "HMAC-SHA256", "issued_at": now_s, "user_id": account }).to_string());
             let sig = URL_SAFE_NO_PAD.encode(mac(secret(INSTAGRAM_CLIENT_SECRET), &[payload.as_bytes()]));
             let body = url::form_urlencoded::Serializer::new(String::new()).append_pair("signed_request", &format!("{sig}.{payload}")).finish();
-            Some(Outgoing { net, account: account.into(), event: "deauthorize", url, content_type: "application/x-www-form-urlencoded", signature: None, body: body.into_bytes(), copies })
+            Some(Outgoing { net, account: account.into(), event, url, content_type: "application/x-www-form-urlencoded", signature: None, body: body.into_bytes(), copies })
         }
         Net::Tiktok => {
             let url = s.settings.tiktok_webhook_url.clone()?;
@@ -55,7 +62,7 @@ pub fn revoked(s: &State, net: Net, account: &str) -> Option<Outgoing> {
                 "event": "authorization.removed",
                 "create_time": now_s,
                 "user_openid": account,
-                "content": json!({ "reason": 1 }).to_string(),
+                "content": json!({ "reason": if deleted { 2 } else { 1 } }).to_string(),
             })
             .to_string();
             let s: String = mac(secret(TIKTOK_CLIENT_SECRET), &[now_s.to_string().as_bytes(), b".", body.as_bytes()]).iter().map(|b| format!("{b:02x}")).collect();
@@ -74,14 +81,17 @@ pub fn send(sandbox: Sandbox, out: Outgoing) {
                 req = req.header("TikTok-Signature", sig);
             }
             let sent_ms = real_now_ms();
-            let (status, error) = match req.send().await {
-                Ok(resp) => (Some(resp.status().as_u16()), None),
-                Err(e) => (None, Some(e.without_url().to_string())),
+            let (status, answer, error) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    (Some(status), resp.json::<serde_json::Value>().await.ok(), None)
+                }
+                Err(e) => (None, None, Some(e.without_url().to_string())),
             };
             tracing::info!(target: "sandbox", event = out.event, status = ?status, "sandbox sent a platform event");
             let mut s = sandbox.lock();
             let seq = s.deliveries.len() as u64 + 1;
-            s.deliveries.push(Delivery { seq, net: out.net, account: out.account.clone(), event: out.event, url: out.url.clone(), status, error, sent_ms });
+            s.deliveries.push(Delivery { seq, net: out.net, account: out.account.clone(), event: out.event, url: out.url.clone(), status, answer, error, sent_ms });
         }
     });
 }

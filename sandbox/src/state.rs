@@ -54,6 +54,8 @@ pub struct Settings {
     pub posts_per_account: u32,
     /// Where Meta's deauthorize callback goes when an Instagram user revokes (none: not sent).
     pub instagram_deauthorize_url: Option<String>,
+    /// Where Meta's data deletion callback goes when an Instagram user deletes their account.
+    pub instagram_data_deletion_url: Option<String>,
     /// Where TikTok's webhook goes when a TikTok user revokes (none: not sent).
     pub tiktok_webhook_url: Option<String>,
     /// How those events are sent: as the platform would, or wrong on purpose.
@@ -85,6 +87,8 @@ pub struct Delivery {
     pub url: String,
     /// The app's HTTP status, or none when the request failed.
     pub status: Option<u16>,
+    /// The app's JSON answer (Meta shows the user a data deletion's `url` and code from it).
+    pub answer: Option<serde_json::Value>,
     pub error: Option<String>,
     /// Real time it was sent, ms since the epoch.
     pub sent_ms: i64,
@@ -106,6 +110,7 @@ impl Default for Settings {
             tiktok_retry_after: false,
             posts_per_account: 250,
             instagram_deauthorize_url: None,
+            instagram_data_deletion_url: None,
             tiktok_webhook_url: None,
             event_delivery: EventDelivery::Normal,
         }
@@ -120,6 +125,9 @@ pub struct Switches {
     pub consent_revoked: bool,
     /// The user changed their password (Instagram 190/460).
     pub password_changed: bool,
+    /// The user deleted their account: as `consent_revoked` for the API, and the platform
+    /// sends the app its deletion event (Meta's data deletion callback; TikTok's reason 2).
+    pub account_deleted: bool,
     /// Scopes the user declines at consent.
     pub declined_scopes: Vec<String>,
 }
@@ -284,7 +292,7 @@ impl State {
         let t = self.tokens.get(value).filter(|t| kinds.contains(&t.kind)).ok_or(TokenProblem::Unknown)?;
         let now = self.now_ms();
         let acct = self.account(net_of(t.kind), &t.account).ok_or(TokenProblem::Unknown)?;
-        if acct.switches.consent_revoked || acct.switches.password_changed {
+        if acct.switches.consent_revoked || acct.switches.password_changed || acct.switches.account_deleted {
             return Err(TokenProblem::Invalidated);
         }
         if t.dead_from_ms.is_some_and(|d| d <= now) {

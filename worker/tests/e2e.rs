@@ -285,10 +285,10 @@ both_backends! {
                 event_key: key.into(),
                 issued_at: Timestamp::now(),
             };
-            let (event_id, created) = db.store.record_platform_event(&event, Timestamp::now()).await.unwrap();
+            let (stored, created) = db.store.record_platform_event(&event, None, Timestamp::now()).await.unwrap();
             assert!(created);
-            db.store.enqueue(&jobs::events::job(event_id, Timestamp::now())).await.unwrap();
-            events.push(event_id);
+            db.store.enqueue(&jobs::events::job(stored.id, Timestamp::now())).await.unwrap();
+            events.push(stored.id);
         }
         let store = db.store.clone();
         eventually(Duration::from_secs(30), "both events applied and the notification delivered", || {

@@ -2,7 +2,7 @@
 //! Each request is verified (signature, algorithm, timestamp) before anything is written;
 //! a verified event is stored in the inbox and answered at once, and an `event` job applies it.
 
-use jobs::events::{self, EventError, PlatformEvent};
+use jobs::{events::{self, EventError, PlatformEvent}, store::StoredEvent};
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::{Binary, Form, Json}};
 use serde::Deserialize;
@@ -32,6 +32,21 @@ enum EventResponse {
     Ok(Json<Received>),
 }
 
+/// What Meta shows the user about their deletion request.
+#[derive(Object)]
+struct DeletionStarted {
+    /// A public page showing the deletion's state (received, in progress, done), nothing else.
+    url: String,
+    confirmation_code: String,
+}
+
+#[derive(ApiResponse)]
+enum DeletionResponse {
+    /// Verified and stored; the account is erased in the background.
+    #[oai(status = 200)]
+    Ok(Json<DeletionStarted>),
+}
+
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
         let status = match e {
@@ -56,6 +71,22 @@ impl EventsApi {
         self.accept(event).await
     }
 
+    /// Meta's data deletion callback (a user asked for their data to be deleted)
+    ///
+    /// Called by Meta, not by users; verified as the deauthorize callback. The account's tokens,
+    /// snapshots, posts and personal fields are erased by a job; the answer's `url` shows its
+    /// progress by `confirmation_code`. A redelivery answers the same code.
+    #[oai(path = "/platforms/instagram/data-deletion", method = "post", operation_id = "instagram_data_deletion")]
+    async fn instagram_data_deletion(&self, form: Form<SignedRequestForm>) -> Result<DeletionResponse> {
+        let secret = self.0.config.jobs.clients.instagram.app_secret();
+        let event = events::instagram_data_deletion(secret, &form.0.signed_request).map_err(|e| refused("instagram", e))?;
+        let code: String = jobs::vault::random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
+        let (stored, _) = self.store(event, Some(&code)).await?;
+        let code = stored.confirmation_code.unwrap_or(code);
+        let url = format!("{}/deletion/{code}", self.0.config.public_url);
+        Ok(DeletionResponse::Ok(Json(DeletionStarted { url, confirmation_code: code })))
+    }
+
     /// TikTok's webhook
     ///
     /// Called by TikTok, not by users, with a JSON body (`application/json`, read as raw bytes
@@ -73,16 +104,21 @@ impl EventsApi {
 }
 
 impl EventsApi {
-    /// Stores the event and queues its job (an event seen before is answered the same, and its
-    /// job, deduplicated, not queued twice).
     async fn accept(&self, event: PlatformEvent) -> Result<EventResponse> {
-        let cx = &self.0.config.jobs;
-        let (id, created) = self.0.store.record_platform_event(&event, cx.now()).await?;
-        if created {
-            cx.enqueue(events::job(id, cx.now())).await?;
-        }
-        tracing::info!(target: "events", platform = %event.platform, kind = %event.kind, event_id = id, created, "platform event received");
+        let (_, created) = self.store(event, None).await?;
         Ok(EventResponse::Ok(Json(Received { created })))
+    }
+
+    /// Stores the event and queues its job (an event seen before is answered from its row, and
+    /// its job, deduplicated, not queued twice).
+    async fn store(&self, event: PlatformEvent, confirmation_code: Option<&str>) -> Result<(StoredEvent, bool)> {
+        let cx = &self.0.config.jobs;
+        let (stored, created) = self.0.store.record_platform_event(&event, confirmation_code, cx.now()).await?;
+        if created {
+            cx.enqueue(events::job(stored.id, cx.now())).await?;
+        }
+        tracing::info!(target: "events", platform = %event.platform, kind = %event.kind, event_id = stored.id, created, "platform event received");
+        Ok((stored, created))
     }
 }
 

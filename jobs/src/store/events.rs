@@ -14,26 +14,52 @@ pub struct StoredEvent {
     pub event_key: String,
     pub issued_at: Timestamp,
     pub received_at: Timestamp,
+    /// A data deletion's code: the key of its public status page.
+    pub confirmation_code: Option<String>,
+    pub started_at: Option<Timestamp>,
     pub processed_at: Option<Timestamp>,
 }
 
+impl StoredEvent {
+    /// `received`, `in_progress` or `done`: all a deletion's status page shows.
+    pub fn state(&self) -> &'static str {
+        match (self.started_at, self.processed_at) {
+            (_, Some(_)) => "done",
+            (Some(_), None) => "in_progress",
+            (None, None) => "received",
+        }
+    }
+}
+
 impl Store {
-    /// Stores a verified event; a redelivery of one already stored is that row. Returns its id
-    /// and whether it is new.
-    pub async fn record_platform_event(&self, e: &PlatformEvent, now: Timestamp) -> Result<(i64, bool)> {
+    /// Stores a verified event (with `confirmation_code`, for a deletion); a redelivery of one
+    /// already stored is that row, code included. Returns the row and whether it is new.
+    pub async fn record_platform_event(&self, e: &PlatformEvent, confirmation_code: Option<&str>, now: Timestamp) -> Result<(StoredEvent, bool)> {
         const INSERT: &str = "
-            INSERT INTO platform_events (platform, kind, platform_user_id, reason, event_key, issued_at, received_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (event_key) DO NOTHING RETURNING id";
-        const FIND: &str = "SELECT id FROM platform_events WHERE event_key = $1";
-        let new: Option<i64> = on_pool!(self, p => sqlx::query_scalar(INSERT)
+            INSERT INTO platform_events (platform, kind, platform_user_id, reason, event_key, issued_at, received_at, confirmation_code)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (event_key) DO NOTHING RETURNING *";
+        const FIND: &str = "SELECT * FROM platform_events WHERE event_key = $1";
+        let new: Option<StoredEvent> = on_pool!(self, p => sqlx::query_as(INSERT)
             .bind(e.platform).bind(&e.kind).bind(&e.platform_user_id).bind(&e.reason).bind(&e.event_key)
-            .bind(e.issued_at).bind(now)
+            .bind(e.issued_at).bind(now).bind(confirmation_code)
             .fetch_optional(p).await?);
         match new {
-            Some(id) => Ok((id, true)),
-            None => Ok((on_pool!(self, p => sqlx::query_scalar(FIND).bind(&e.event_key).fetch_one(p).await?), false)),
+            Some(row) => Ok((row, true)),
+            None => Ok((on_pool!(self, p => sqlx::query_as(FIND).bind(&e.event_key).fetch_one(p).await?), false)),
         }
+    }
+
+    /// The deletion a status page's code names.
+    pub async fn platform_event_by_code(&self, code: &str) -> Result<Option<StoredEvent>> {
+        const SQL: &str = "SELECT * FROM platform_events WHERE confirmation_code = $1";
+        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(code).fetch_optional(p).await?))
+    }
+
+    pub async fn mark_event_started(&self, id: i64, now: Timestamp) -> Result<()> {
+        const SQL: &str = "UPDATE platform_events SET started_at = $2 WHERE id = $1 AND started_at IS NULL";
+        on_pool!(self, p => sqlx::query(SQL).bind(id).bind(now).execute(p).await?.rows_affected());
+        Ok(())
     }
 
     pub async fn platform_event(&self, id: i64) -> Result<Option<StoredEvent>> {
@@ -83,6 +109,31 @@ impl Store {
             };
             tx.commit().await?;
             Ok(note_id)
+        })
+    }
+
+    /// Erases an account at its user's request, in one transaction: tokens, snapshots, posts,
+    /// its notifications' contents, and the row's personal fields (username, name, scopes, the
+    /// platform's user id — replaced, so a later connect makes a new row). The row stays, as
+    /// `disconnected`, for the ids history names. Running it again changes nothing more.
+    pub async fn erase_account(&self, id: AccountId, now: Timestamp) -> Result<()> {
+        self.cancel_waiting_jobs(id, now).await?;
+        let erased_id = self.pool().pick("'erased:' || id::text", "'erased:' || id");
+        let scrub = format!(
+            "UPDATE social_accounts SET status = 'disconnected', status_reason = 'erased at the user''s request',
+                status_changed_at = CASE WHEN status = 'disconnected' THEN status_changed_at ELSE $2 END, updated_at = $2,
+                username = '', display_name = NULL, scopes = '', platform_user_id = {erased_id},
+                access_token_enc = NULL, refresh_token_enc = NULL, next_refresh_at = NULL,
+                last_refresh_error = NULL, last_sync_error = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1"
+        );
+        write_tx!(self, tx => {
+            sqlx::query("DELETE FROM account_snapshots WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM posts WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE notifications SET payload = '{}' WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(scrub)).bind(id).bind(now).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
         })
     }
 
