@@ -695,3 +695,31 @@ async fn platform_events_are_verified_before_anything_is_stored() {
     assert!(page.text().await.unwrap().contains("data-state=\"received\""), "no worker here: the job has not run");
     assert_eq!(event_count(&app).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_or_a_sibling_service_asks_for_an_erasure_and_gets_its_status_page() {
+    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
+    let id = account(&app, "user-1", "puid-1").await;
+    let other = account(&app, "user-1", "puid-2").await;
+    let (status, first, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{id}?erase=true"), Some("user-1"), None).await;
+    assert_eq!(status, 202, "{first}");
+    let code = first["confirmation_code"].as_str().unwrap();
+    assert_eq!(first["url"].as_str(), Some(format!("{}/deletion/{code}", app.url).as_str()));
+    let stored = app.db.store.account(jobs::AccountId(id)).await.unwrap().unwrap();
+    assert!(stored.access_token.is_none() && stored.status == jobs::AccountStatus::Disconnected, "disconnected at once");
+    let (_, again, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{id}?erase=true"), Some("user-1"), None).await;
+    assert_eq!(again, first, "asked twice: one erasure");
+    let (status, body, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{other}?erase=true"), Some("user-2"), None).await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+
+    // A sibling service erases everything of a user: one deletion per account, the first the same.
+    let erase = format!("{}/api/v1/users/user-1/erase", app.url);
+    assert_eq!(app.http.post(&erase).send().await.unwrap().status(), 401);
+    let resp = app.http.post(&erase).header("X-Service-Token", "service-token").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let codes: Vec<&str> = body["deletions"].as_array().unwrap().iter().map(|d| d["confirmation_code"].as_str().unwrap()).collect();
+    assert_eq!(codes.len(), 2, "{body}");
+    assert!(codes.contains(&code));
+    assert_eq!(app.db.store.queue_counts(jobs::events::KIND).await.unwrap(), vec![("Pending".to_owned(), 2)], "one erase job per account");
+}

@@ -94,6 +94,9 @@ enum Disconnected {
     /// Disconnected (also when it already was).
     #[oai(status = 204)]
     NoContent,
+    /// Disconnected, and its erasure queued: see the status page.
+    #[oai(status = 202)]
+    Erasing(Json<super::events_api::DeletionStarted>),
 }
 
 #[derive(Object)]
@@ -199,9 +202,18 @@ impl AccountsApi {
     /// Disconnect an account
     ///
     /// Revokes the grant at the platform where it has a revoke call, deletes the tokens, and
-    /// keeps or drops the account's history as configured (`KEEP_HISTORY_ON_DISCONNECT`).
+    /// keeps or drops the account's history as configured (`KEEP_HISTORY_ON_DISCONNECT`). With
+    /// `erase=true` the account is also erased (snapshots, posts, personal fields), as a
+    /// platform's data deletion is: 202 with its status page.
     #[oai(path = "/social-media/accounts/:id", method = "delete", operation_id = "disconnect_account")]
-    async fn disconnect(&self, user: User, id: Path<i64>) -> Result<Disconnected> {
+    async fn disconnect(
+        &self,
+        user: User,
+        id: Path<i64>,
+        /// Also erase everything socialsync holds of the account.
+        #[oai(default)]
+        erase: Query<bool>,
+    ) -> Result<Disconnected> {
         let account = own_account(&self.0, &user.0, id.0).await?;
         let cx = &self.0.config.jobs;
         if let Some(sealed) = &account.access_token {
@@ -221,6 +233,10 @@ impl AccountsApi {
             self.0.store.delete_account_history(account.id).await?;
         }
         tracing::info!(account_id = %account.id, platform = %account.platform, "account disconnected");
+        if erase.0 {
+            let request = super::events_api::erase_request(&account, "the user asked to erase it", cx.now());
+            return Ok(Disconnected::Erasing(Json(super::events_api::deletion(&self.0, request).await?)));
+        }
         Ok(Disconnected::NoContent)
     }
 

@@ -2,13 +2,13 @@
 //! Each request is verified (signature, algorithm, timestamp) before anything is written;
 //! a verified event is stored in the inbox and answered at once, and an `event` job applies it.
 
-use jobs::{events::{self, EventError, PlatformEvent}, store::StoredEvent};
+use jobs::{events::{self, EventError, PlatformEvent}, store::{Account, StoredEvent}};
 use poem::http::StatusCode;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::{Binary, Form, Json}};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::{Header, Path}, payload::{Binary, Form, Json}};
 use serde::Deserialize;
 
 use super::{Result, Tag};
-use crate::{ApiState, error::ApiError};
+use crate::{ApiState, auth::Service, error::ApiError};
 
 pub struct EventsApi(pub ApiState);
 
@@ -34,10 +34,16 @@ enum EventResponse {
 
 /// What Meta shows the user about their deletion request.
 #[derive(Object)]
-struct DeletionStarted {
+pub(super) struct DeletionStarted {
     /// A public page showing the deletion's state (received, in progress, done), nothing else.
     url: String,
     confirmation_code: String,
+}
+
+#[derive(Object)]
+struct UserErasure {
+    /// One deletion per account of the user (none when the user has no account).
+    deletions: Vec<DeletionStarted>,
 }
 
 #[derive(ApiResponse)]
@@ -80,11 +86,21 @@ impl EventsApi {
     async fn instagram_data_deletion(&self, form: Form<SignedRequestForm>) -> Result<DeletionResponse> {
         let secret = self.0.config.jobs.clients.instagram.app_secret();
         let event = events::instagram_data_deletion(secret, &form.0.signed_request).map_err(|e| refused("instagram", e))?;
-        let code: String = jobs::vault::random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
-        let (stored, _) = self.store(event, Some(&code)).await?;
-        let code = stored.confirmation_code.unwrap_or(code);
-        let url = format!("{}/deletion/{code}", self.0.config.public_url);
-        Ok(DeletionResponse::Ok(Json(DeletionStarted { url, confirmation_code: code })))
+        Ok(DeletionResponse::Ok(Json(deletion(&self.0, event).await?)))
+    }
+
+    /// Erase every account of a user (the platform's own account deletion)
+    ///
+    /// For sibling services, with `X-Service-Token`: each of the user's accounts is erased as
+    /// a data deletion is, each with its status page.
+    #[oai(path = "/users/:user_id/erase", method = "post", operation_id = "erase_user")]
+    async fn erase_user(&self, _service: Service, user_id: Path<String>) -> Result<Json<UserErasure>> {
+        let mut deletions = Vec::new();
+        for account in self.0.store.accounts_of_user(&user_id.0).await? {
+            deletions.push(deletion(&self.0, erase_request(&account, "the platform erased the user", self.0.config.jobs.now())).await?);
+        }
+        tracing::info!(target: "events", accounts = deletions.len(), "user erasure requested");
+        Ok(Json(UserErasure { deletions }))
     }
 
     /// TikTok's webhook
@@ -105,20 +121,41 @@ impl EventsApi {
 
 impl EventsApi {
     async fn accept(&self, event: PlatformEvent) -> Result<EventResponse> {
-        let (_, created) = self.store(event, None).await?;
+        let (_, created) = store(&self.0, event, None).await?;
         Ok(EventResponse::Ok(Json(Received { created })))
     }
+}
 
-    /// Stores the event and queues its job (an event seen before is answered from its row, and
-    /// its job, deduplicated, not queued twice).
-    async fn store(&self, event: PlatformEvent, confirmation_code: Option<&str>) -> Result<(StoredEvent, bool)> {
-        let cx = &self.0.config.jobs;
-        let (stored, created) = self.0.store.record_platform_event(&event, confirmation_code, cx.now()).await?;
-        if created {
-            cx.enqueue(events::job(stored.id, cx.now())).await?;
-        }
-        tracing::info!(target: "events", platform = %event.platform, kind = %event.kind, event_id = stored.id, created, "platform event received");
-        Ok((stored, created))
+/// Stores the event and queues its job (an event seen before is answered from its row, and its
+/// job, deduplicated, not queued twice).
+async fn store(state: &ApiState, event: PlatformEvent, confirmation_code: Option<&str>) -> Result<(StoredEvent, bool)> {
+    let cx = &state.config.jobs;
+    let (stored, created) = state.store.record_platform_event(&event, confirmation_code, cx.now()).await?;
+    if created {
+        cx.enqueue(events::job(stored.id, cx.now())).await?;
+    }
+    tracing::info!(target: "events", platform = %event.platform, kind = %event.kind, event_id = stored.id, created, "platform event received");
+    Ok((stored, created))
+}
+
+/// Stores a deletion and answers its status page (the same one for a request repeated).
+pub(super) async fn deletion(state: &ApiState, event: PlatformEvent) -> Result<DeletionStarted> {
+    let code: String = jobs::vault::random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
+    let (stored, _) = store(state, event, Some(&code)).await?;
+    let code = stored.confirmation_code.unwrap_or(code);
+    Ok(DeletionStarted { url: format!("{}/deletion/{code}", state.config.public_url), confirmation_code: code })
+}
+
+/// An erasure asked for here rather than by the platform: the same `deleted` event and job,
+/// one per account however often it is asked.
+pub(super) fn erase_request(account: &Account, reason: &str, now: jobs::Timestamp) -> PlatformEvent {
+    PlatformEvent {
+        platform: account.platform,
+        kind: events::DELETED.into(),
+        platform_user_id: account.platform_user_id.clone(),
+        reason: Some(reason.into()),
+        event_key: format!("erase:{}", account.id),
+        issued_at: now,
     }
 }
 
