@@ -226,6 +226,7 @@ pub async fn run(args: ApplyEvent, cx: &JobContext) -> Result<Outcome, JobError>
             Outcome::Done(format!("account {} revoked: {reason}", account.id))
         }
         (DELETED, Some(account)) => {
+            revoke_grant(cx, &account).await;
             cx.store.erase_account(account.id, now).await?;
             tracing::info!(target: "events", account_id = %account.id, platform = %account.platform, "account erased at the user's request");
             Outcome::Done(format!("account {} erased", account.id))
@@ -234,6 +235,22 @@ pub async fn run(args: ApplyEvent, cx: &JobContext) -> Result<Outcome, JobError>
     };
     cx.store.mark_event_processed(event.id, now).await?;
     Ok(outcome)
+}
+
+/// Withdraws the grant at the platform before its tokens are erased (where the platform has a
+/// revoke call; a user who deleted their account there has none left to withdraw). Best
+/// effort: the erasure must not wait on a platform that is down.
+async fn revoke_grant(cx: &JobContext, a: &crate::store::Account) {
+    let Some(sealed) = &a.access_token else { return };
+    let aad = crate::vault::Aad::account(a.platform, &a.platform_user_id, "access_token");
+    match cx.vault.open(&aad, sealed) {
+        Ok(token) => {
+            if let Err(e) = cx.clients.get(a.platform).revoke(&token).await {
+                tracing::warn!(target: "events", account_id = %a.id, error = %e, "revoking at the platform failed; erasing anyway");
+            }
+        }
+        Err(e) => tracing::warn!(target: "events", account_id = %a.id, error = %e, "stored token unreadable; erasing without revoking"),
+    }
 }
 
 #[cfg(test)]

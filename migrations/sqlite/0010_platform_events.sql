@@ -1,6 +1,7 @@
 -- What the platforms tell the app on their own (a user revoking it, or asking for their data to
 -- be deleted): each verified event is written here by the API before it answers, and applied by
--- an `event` job. `event_key` makes a redelivered event the same row.
+-- an `event` job. `event_key` (the SHA-256 of a key naming the platform, the event and the
+-- user) makes a redelivered event the same row.
 CREATE TABLE platform_events (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     platform            TEXT    NOT NULL,

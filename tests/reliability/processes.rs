@@ -16,11 +16,12 @@ use testkit::{
     Backend, TestDb, eventually,
     cluster::Cluster,
     platform::{SandboxServer, connected_accounts_with},
+    scan::find_plaintext,
 };
 
 use crate::{
     NEVER, SYNC_LEFT, assert_no_plaintext, count, hex, issued_secrets, logs, pg, report, setting, unfinished,
-    support::{Proc, fleet::{Fleet, explain_stall, take_turn}},
+    support::{Proc, fleet::{Fleet, explain_stall, running_on, take_turn}},
 };
 
 // 1 ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -204,4 +205,72 @@ async fn database_restart() {
     assert!(answers.keys().all(|k| k == "503 DATABASE_UNAVAILABLE"), "while the database was down: {answers:?}");
     assert_eq!(alive, 3, "the workers and the API reconnected by themselves");
     assert_eq!(sync_jobs, vec![("Done".to_string(), n as i64)], "no job lost");
+}
+
+// 9 ─────────────────────────────────────────────────────────────────────────────────────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn erase_survives_a_killed_worker() {
+    let _turn = take_turn();
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    let fleet = Fleet::new(&db.url, &sb, &[("CRON_REFRESH", NEVER), ("CRON_SYNC", NEVER)]);
+    let (id, open_id) = connected_accounts_with(&db.store, &sb, &fleet.vault, 1, 20).await[0].clone();
+    let username = db.store.account(id).await.unwrap().unwrap().username;
+    let mut workers = vec![fleet.worker(), fleet.worker()];
+    db.store.enqueue(&sync::job(id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+    eventually(Duration::from_secs(60), "the account synced", || async { db.store.post_count(id).await.unwrap() == 20 }).await;
+    let (posts_before, snapshots_before) = (db.store.post_count(id).await.unwrap(), db.store.snapshots(id, 10).await.unwrap().len());
+
+    // The erasure withdraws the grant at the platform first; the platform hangs there, and the
+    // worker running it is SIGKILLed mid-attempt.
+    sb.faults(json!([{ "path_prefix": "tiktok/open/v2/oauth/revoke/", "hang": true }])).await;
+    let event = jobs::events::PlatformEvent {
+        platform: jobs::Platform::Tiktok,
+        kind: jobs::events::DELETED.into(),
+        platform_user_id: open_id.clone(),
+        reason: Some("the user deleted their TikTok account".into()),
+        event_key: format!("tiktok:authorization.removed:{open_id}:1"),
+        issued_at: Timestamp::now(),
+    };
+    let (stored, _) = db.store.record_platform_event(&event, Some("c0ffee"), Timestamp::now()).await.unwrap();
+    db.store.enqueue(&jobs::events::job(stored.id, Timestamp::now())).await.unwrap();
+    let mut victim = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while victim.is_none() {
+        assert!(Instant::now() < deadline, "no worker started the erasure");
+        for (i, w) in workers.iter().enumerate() {
+            if running_on(&db, jobs::events::KIND, w.pid()).await > 0 {
+                victim = Some(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = workers.remove(victim.unwrap());
+    victim.signal("KILL");
+    let killed = Instant::now();
+    sb.faults(json!([])).await;
+    eventually(Duration::from_secs(60), "the erasure finished on the other worker", || async {
+        db.store.platform_event(stored.id).await.unwrap().unwrap().processed_at.is_some()
+    })
+    .await;
+    let took = killed.elapsed();
+    let account = db.store.account(id).await.unwrap().unwrap();
+    let posts = db.store.post_count(id).await.unwrap();
+    let snapshots = db.store.snapshots(id, 10).await.unwrap().len();
+    assert_eq!((posts, snapshots), (0, 0));
+    assert!(account.access_token.is_none() && account.refresh_token.is_none() && account.username.is_empty());
+    let left = find_plaintext(&db.store, &[username.clone(), open_id.clone()]).await;
+    assert!(left.is_empty(), "the account's name or platform id is still stored: {left:?}");
+    let runs = db.store.job_runs(&db.store.search_jobs(&jobs::store::JobFilter { queue: Some(jobs::events::KIND.into()), ..Default::default() }, None, 10).await.unwrap()[0].id).await.unwrap();
+    report(
+        "erase_survives_a_killed_worker",
+        "9. A worker SIGKILLed during an account's erasure",
+        &format!(
+            "1 account ({posts_before} posts, {snapshots_before} snapshots); the worker erasing it SIGKILLed while the platform's revoke hung; finished on the other worker {:.1} s later after {} attempts; \
+             left: {posts} posts, {snapshots} snapshots, no token, no username, the platform's user id in no table",
+            took.as_secs_f64(),
+            runs.len()
+        ),
+    );
 }

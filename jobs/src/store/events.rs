@@ -1,6 +1,8 @@
 //! `platform_events`: the inbox of what the platforms told the app (see `crate::events`), and
 //! what applying a revocation writes.
 
+use sha2::Digest;
+
 use super::{Account, NewNotification, Result, Store};
 use crate::{domain::{AccountId, Platform}, events::PlatformEvent, time::Timestamp};
 
@@ -11,6 +13,7 @@ pub struct StoredEvent {
     pub kind: String,
     pub platform_user_id: String,
     pub reason: Option<String>,
+    /// The SHA-256 of the event's key (hex).
     pub event_key: String,
     pub issued_at: Timestamp,
     pub received_at: Timestamp,
@@ -40,13 +43,15 @@ impl Store {
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (event_key) DO NOTHING RETURNING *";
         const FIND: &str = "SELECT * FROM platform_events WHERE event_key = $1";
+        // Kept as a digest: the key names the platform's user, and an erasure must leave no name.
+        let key: String = sha2::Sha256::digest(e.event_key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         let new: Option<StoredEvent> = on_pool!(self, p => sqlx::query_as(INSERT)
-            .bind(e.platform).bind(&e.kind).bind(&e.platform_user_id).bind(&e.reason).bind(&e.event_key)
+            .bind(e.platform).bind(&e.kind).bind(&e.platform_user_id).bind(&e.reason).bind(&key)
             .bind(e.issued_at).bind(now).bind(confirmation_code)
             .fetch_optional(p).await?);
         match new {
             Some(row) => Ok((row, true)),
-            None => Ok((on_pool!(self, p => sqlx::query_as(FIND).bind(&e.event_key).fetch_one(p).await?), false)),
+            None => Ok((on_pool!(self, p => sqlx::query_as(FIND).bind(&key).fetch_one(p).await?), false)),
         }
     }
 
@@ -114,8 +119,9 @@ impl Store {
 
     /// Erases an account at its user's request, in one transaction: tokens, snapshots, posts,
     /// its notifications' contents, and the row's personal fields (username, name, scopes, the
-    /// platform's user id — replaced, so a later connect makes a new row). The row stays, as
-    /// `disconnected`, for the ids history names. Running it again changes nothing more.
+    /// platform's user id — replaced, here and in the events that named it, so a later connect
+    /// makes a new row). The row stays, as `disconnected`, for the ids history names. Running it
+    /// again changes nothing more.
     pub async fn erase_account(&self, id: AccountId, now: Timestamp) -> Result<()> {
         self.cancel_waiting_jobs(id, now).await?;
         let erased_id = self.pool().pick("'erased:' || id::text", "'erased:' || id");
@@ -131,6 +137,13 @@ impl Store {
             sqlx::query("DELETE FROM account_snapshots WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM posts WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
             sqlx::query("UPDATE notifications SET payload = '{}' WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE platform_events SET platform_user_id = (SELECT {erased_id} FROM social_accounts WHERE id = $1)
+                 WHERE (platform, platform_user_id) = (SELECT platform, platform_user_id FROM social_accounts WHERE id = $1)"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(sqlx::AssertSqlSafe(scrub)).bind(id).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
