@@ -81,9 +81,10 @@ fn state(req: &Request) -> &ApiState {
 }
 
 /// Whether `req` carries a credential that verifies: a user's JWT, the cron secret or the
-/// service token, or is a platform's callback whose signature verifies. An address locked out after failed authentications is still served for
-/// such a request (one bad client behind a shared address must not shut out everyone behind
-/// it); guessing any of these is hopeless, unlike a password, so serving them is no oracle.
+/// service token, or is a platform's callback whose signature verifies. An address locked out
+/// after failed authentications is still served for such a request (one bad client behind a
+/// shared address must not shut out everyone behind it); guessing any of these is hopeless,
+/// unlike a password, so serving them is no oracle.
 pub fn carries_valid_credential(req: &Request, body: &[u8], config: &crate::ApiConfig) -> bool {
     valid_platform_event(req, body, config) || carries_valid_secret(req, config)
 }
@@ -104,7 +105,7 @@ fn valid_platform_event(req: &Request, body: &[u8], config: &crate::ApiConfig) -
             let now = config.jobs.now();
             jobs::events::tiktok_webhook(clients.tiktok.client_secret(), req.header("tiktok-signature"), body, now, config.webhook_tolerance_secs).is_ok()
         }
-        "/api/v1/platforms/instagram/deauthorize" => url::form_urlencoded::parse(body)
+        "/api/v1/platforms/instagram/deauthorize" | "/api/v1/platforms/instagram/data-deletion" => url::form_urlencoded::parse(body)
             .find(|(k, _)| k == "signed_request")
             .is_some_and(|(_, v)| jobs::events::verify_signed_request(clients.instagram.app_secret(), &v).is_ok()),
         _ => false,
