@@ -57,9 +57,10 @@ const SCRIPT: &str = r#"
 const TOKEN = document.querySelector('meta[name=socialsync-token]').content;
 // Polling as a frontend should, inside the API's per-address budget (`general`, 100 requests
 // per 15 min): one request per refresh. While a connect or a sync is in flight, its job, every
-// 2 s at first and slower the longer it takes (up to 30 s); otherwise the accounts list once a
-// minute. After a 429, nothing before its Retry-After. A hidden tab does not poll.
-const IDLE_MS = 60000, FIRST_MS = 2000, SLOWEST_MS = 30000;
+// 2 s at first and slower the longer it takes (up to 30 s); otherwise the accounts list every
+// 15 s (60 of the 100), so an account revoked at the platform shows as such within seconds.
+// After a 429, nothing before its Retry-After. A hidden tab does not poll.
+const IDLE_MS = 15000, FIRST_MS = 2000, SLOWEST_MS = 30000;
 class ApiError extends Error {
   constructor(message, status, retryAfter) { super(message); this.status = status; this.retryAfter = retryAfter; }
 }

@@ -1,5 +1,5 @@
 //! `/dashboard/accounts`: accounts searched by user, username, platform and status, with their
-//! token expiry, next planned refresh and last sync; the `reauth_required` list and the weekly
+//! token expiry, next planned refresh and last sync; the `reauth_required` and `revoked` lists and the weekly
 //! report of accounts that became inactive are two presets of the same search.
 
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub struct AccountsQuery {
     platform: String,
     #[serde(default)]
     status: String,
-    /// `week`: only accounts that became inactive (reauth_required or disconnected) in the last 7 days.
+    /// `week`: only accounts that became inactive (reauth_required, revoked or disconnected) in the last 7 days.
     #[serde(default)]
     report: String,
     #[serde(default)]
@@ -60,9 +60,9 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, q: Query<AccountsQuery>, f
     let store = &d.cx.store;
     let after = AccountId(q.after.unwrap_or(0));
     let rows = if weekly && status.is_none() {
-        // Both inactive statuses, merged by id.
+        // Every inactive status, merged by id.
         let mut all = vec![];
-        for s in [AccountStatus::ReauthRequired, AccountStatus::Disconnected] {
+        for s in [AccountStatus::ReauthRequired, AccountStatus::Revoked, AccountStatus::Disconnected] {
             let f = AccountFilter { status: Some(s), ..filter.clone() };
             all.extend(store.search_accounts(&f, after, PAGE + 1).await.unwrap_or_default());
         }
@@ -84,6 +84,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, q: Query<AccountsQuery>, f
         (search_form(&q))
         p.presets {
             a href={(BASE) "/accounts?status=reauth_required"} { "Needs re-authorisation" } " · "
+            a href={(BASE) "/accounts?status=revoked"} { "Revoked by the user" } " · "
             a href={(BASE) "/accounts?report=week"} { "Weekly report: became inactive in the last 7 days" }
         }
         (table(rows, now))
@@ -107,7 +108,7 @@ fn search_form(q: &AccountsQuery) -> Markup {
             } }
             label { "Status " select name="status" {
                 option value="" { "any" }
-                @for s in ["active", "reauth_required", "disconnected"] { option value=(s) selected[q.status == s] { (s) } }
+                @for s in ["active", "reauth_required", "revoked", "disconnected"] { option value=(s) selected[q.status == s] { (s) } }
             } }
             @if q.report == "week" { input type="hidden" name="report" value="week"; }
             button type="submit" { "Search" }

@@ -67,6 +67,8 @@ pub enum AccountStatus {
     Active,
     /// The platform refused the tokens for good; the user must connect again.
     ReauthRequired,
+    /// The user withdrew the app at the platform; tokens are gone, a new connect restores it.
+    Revoked,
     /// The user disconnected the account; tokens are gone.
     Disconnected,
 }
@@ -76,6 +78,7 @@ impl AccountStatus {
         match self {
             AccountStatus::Active => "active",
             AccountStatus::ReauthRequired => "reauth_required",
+            AccountStatus::Revoked => "revoked",
             AccountStatus::Disconnected => "disconnected",
         }
     }
@@ -93,6 +96,7 @@ impl FromStr for AccountStatus {
         match s {
             "active" => Ok(AccountStatus::Active),
             "reauth_required" => Ok(AccountStatus::ReauthRequired),
+            "revoked" => Ok(AccountStatus::Revoked),
             "disconnected" => Ok(AccountStatus::Disconnected),
             other => Err(format!("unknown account status {other:?}")),
         }
@@ -114,7 +118,7 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for s in [AccountStatus::Active, AccountStatus::ReauthRequired, AccountStatus::Disconnected] {
+        for s in [AccountStatus::Active, AccountStatus::ReauthRequired, AccountStatus::Revoked, AccountStatus::Disconnected] {
             assert_eq!(s.as_str().parse::<AccountStatus>().unwrap(), s);
         }
     }

@@ -413,4 +413,46 @@ both_backends! {
         let other = db.store.job_runs("01OTHER").await.unwrap();
         assert_eq!((other.len(), other[0].finished_at), (1, None), "a run outside the group is untouched");
     }
+
+    async fn the_revoked_status_upgrade_keeps_every_row_and_history(db: TestDb) {
+        // A database as 0010 left it (SQLite rebuilds the accounts table in 0011: nothing that
+        // points at it may go, and no id may be handed out twice).
+        let db = testkit::TestDb::empty(db.backend).await;
+        match db.store.pool() {
+            jobs::store::Pool::Postgres(p) => migrations::run_postgres_until(p, 10).await.unwrap(),
+            jobs::store::Pool::Sqlite(p) => migrations::run_sqlite_until(p, 10).await.unwrap(),
+        }
+        assert_eq!(db.store.schema_version().await.unwrap(), Some(10));
+        let v = vault();
+        let kept = db.store.upsert_account(&new_account(&v, "u1", Platform::Tiktok, "kept"), T0).await.unwrap().id;
+        let revoked = db.store.upsert_account(&new_account(&v, "u1", Platform::Tiktok, "gone"), T0).await.unwrap().id;
+        let last = db.store.upsert_account(&new_account(&v, "u2", Platform::Instagram, "last"), T0).await.unwrap().id;
+        let post = Post { platform_post_id: "p1".into(), like_count: Some(1), ..Default::default() };
+        db.store.save_sync(kept, None, &Snapshot { taken_at: T0, followers_count: Some(7), ..Default::default() }, &[post], T0).await.unwrap();
+        // The highest id leaves the table: AUTOINCREMENT must not hand it out again.
+        on_any(&db, &format!("DELETE FROM social_accounts WHERE id = {}", last.0)).await;
+        on_any(&db, &format!("UPDATE social_accounts SET status = 'reauth_required', last_refresh_error = 'revoked' WHERE id = {}", revoked.0)).await;
+
+        db.migrate().await;
+        assert_eq!(db.store.schema_version().await.unwrap(), Some(migrations::latest_version()));
+        assert_eq!(db.store.account(revoked).await.unwrap().unwrap().status, AccountStatus::Revoked);
+        assert_eq!(db.store.account(kept).await.unwrap().unwrap().status, AccountStatus::Active);
+        assert_eq!(db.store.snapshots(kept, 10).await.unwrap().len(), 1, "snapshots kept");
+        assert_eq!(db.store.post_count(kept).await.unwrap(), 1, "posts kept");
+        let next = db.store.upsert_account(&new_account(&v, "u3", Platform::Instagram, "next"), T0).await.unwrap().id;
+        assert!(next.0 > last.0, "id {} handed out again", next.0);
+        assert!(db.store.set_account_status(kept, AccountStatus::Revoked, T0).await.unwrap(), "the new status is allowed");
+    }
+}
+
+/// Runs one statement on either backend.
+async fn on_any(db: &testkit::TestDb, sql: &str) {
+    match db.store.pool() {
+        jobs::store::Pool::Postgres(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await.unwrap();
+        }
+        jobs::store::Pool::Sqlite(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await.unwrap();
+        }
+    }
 }

@@ -45,14 +45,32 @@ pub fn queue_latest(postgres: bool) -> i64 {
 
 /// Applies apalis' and socialsync's PostgreSQL migrations.
 pub async fn run_postgres(pool: &PgPool) -> Result<(), MigrateError> {
-    apalis_postgres::PostgresStorage::migrations().run(pool).await?;
-    postgres_domain().run(pool).await
+    run_postgres_until(pool, i64::MAX).await
 }
 
 /// Applies apalis' and socialsync's SQLite migrations.
 pub async fn run_sqlite(pool: &SqlitePool) -> Result<(), MigrateError> {
+    run_sqlite_until(pool, i64::MAX).await
+}
+
+/// Applies apalis' migrations and socialsync's up to version `last`: a database as an older
+/// release left it, for testing an upgrade.
+pub async fn run_postgres_until(pool: &PgPool, last: i64) -> Result<(), MigrateError> {
+    apalis_postgres::PostgresStorage::migrations().run(pool).await?;
+    until(postgres_domain(), last).run(pool).await
+}
+
+/// [`run_postgres_until`] for SQLite.
+pub async fn run_sqlite_until(pool: &SqlitePool, last: i64) -> Result<(), MigrateError> {
     apalis_sqlite::SqliteStorage::migrations().run(pool).await?;
-    sqlite_domain().run(pool).await
+    until(sqlite_domain(), last).run(pool).await
+}
+
+fn until(mut m: Migrator, last: i64) -> Migrator {
+    if last < i64::MAX {
+        m.migrations = m.migrations.iter().filter(|m| m.version <= last).cloned().collect::<Vec<_>>().into();
+    }
+    m
 }
 
 #[cfg(test)]

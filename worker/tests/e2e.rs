@@ -303,7 +303,7 @@ both_backends! {
         })
         .await;
         let a = db.store.account(id).await.unwrap().unwrap();
-        assert_eq!((a.status, a.status_reason.as_deref()), (AccountStatus::ReauthRequired, Some(reason)));
+        assert_eq!((a.status, a.status_reason.as_deref()), (AccountStatus::Revoked, Some(reason)));
         assert!(a.access_token.is_none() && a.refresh_token.is_none() && a.next_refresh_at.is_none(), "tokens erased");
         assert_eq!(db.store.job_row(&later.id).await.unwrap().unwrap().status, "Killed", "the waiting sync is cancelled");
         assert_eq!(db.store.waiting_job("refresh", Some(&jobs::refresh::dedup_key(id))).await.unwrap(), None, "and the refresh");

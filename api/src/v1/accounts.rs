@@ -19,12 +19,14 @@ struct AccountView {
     platform: String,
     username: String,
     display_name: Option<String>,
-    /// `active`, `reauth_required` (the user must connect again) or `disconnected`.
+    /// `active`, `reauth_required` (the platform refused the tokens: the user must connect
+    /// again), `revoked` (the user removed the app at the platform; connecting again restores
+    /// it) or `disconnected`.
     status: String,
     /// When the account took its current status (RFC 3339).
     status_changed_at: String,
     /// Why it left `active`, when the platform said (e.g. "the user disconnected the app in
-    /// TikTok"): the user revoked access there.
+    /// TikTok" for a `revoked` account).
     status_reason: Option<String>,
     /// When the access token expires (RFC 3339).
     token_expires_at: Option<String>,
@@ -61,6 +63,7 @@ impl From<&Account> for AccountView {
 enum StatusParam {
     Active,
     ReauthRequired,
+    Revoked,
     Disconnected,
 }
 
@@ -69,6 +72,7 @@ impl StatusParam {
         match self {
             StatusParam::Active => AccountStatus::Active,
             StatusParam::ReauthRequired => AccountStatus::ReauthRequired,
+            StatusParam::Revoked => AccountStatus::Revoked,
             StatusParam::Disconnected => AccountStatus::Disconnected,
         }
     }
@@ -165,8 +169,8 @@ struct Stats {
 impl AccountsApi {
     /// The caller's accounts
     ///
-    /// By default the connected ones (`active` and `reauth_required`); `status` picks others,
-    /// e.g. `?status=disconnected` or `?status=active&status=reauth_required&status=disconnected`.
+    /// By default the ones the user still sees (`active`, `reauth_required` and `revoked`);
+    /// `status` picks others, e.g. `?status=disconnected` or `?status=active&status=revoked`.
     #[oai(path = "/social-media/accounts", method = "get", operation_id = "list_accounts")]
     async fn list(
         &self,
@@ -175,7 +179,7 @@ impl AccountsApi {
         status: Query<Vec<StatusParam>>,
     ) -> Result<Json<Vec<AccountView>>> {
         let wanted: Vec<AccountStatus> = match status.0.as_slice() {
-            [] => vec![AccountStatus::Active, AccountStatus::ReauthRequired],
+            [] => vec![AccountStatus::Active, AccountStatus::ReauthRequired, AccountStatus::Revoked],
             some => some.iter().map(|s| s.of()).collect(),
         };
         let accounts = self.0.store.accounts_of_user(&user.0).await?;

@@ -84,14 +84,14 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(platform).bind(platform_user_id).fetch_optional(p).await?))
     }
 
-    /// The user revoked the app at the platform: the account needs connecting again, says why,
-    /// and its tokens are erased; if it was active, its user's notification is written in the
+    /// The user revoked the app at the platform: the account becomes `revoked`, says why, and
+    /// its tokens are erased; if it was active, its user's notification is written in the
     /// same transaction (its id returned). An account without tokens (already revoked, or
     /// disconnected) is left as it is, so a redelivered event changes nothing.
     pub async fn revoke_account(&self, a: &Account, reason: &str, now: Timestamp) -> Result<Option<i64>> {
         const STATUS: &str = "SELECT status FROM social_accounts WHERE id = $1";
         const FLIP: &str = "
-            UPDATE social_accounts SET status = 'reauth_required', status_reason = $3,
+            UPDATE social_accounts SET status = 'revoked', status_reason = $3,
                 status_changed_at = CASE WHEN status = 'active' THEN $2 ELSE status_changed_at END,
                 updated_at = $2, access_token_enc = NULL, refresh_token_enc = NULL, next_refresh_at = NULL,
                 last_refresh_error = 'revoked', lease_owner = NULL, lease_expires_at = NULL
