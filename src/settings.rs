@@ -67,6 +67,15 @@ pub struct Settings {
     pub cron_refresh: String,
     pub cron_sync: String,
     pub cron_timezone: String,
+    pub cron_prune: String,
+    pub retain_done_jobs: String,
+    pub retain_dead_jobs: String,
+    pub retain_job_runs: String,
+    pub retain_snapshots: String,
+    pub retain_daily_snapshots: String,
+    pub retain_notifications: String,
+    pub retain_cron_runs: String,
+    pub retain_workers: String,
     pub metrics_addr: Option<String>,
     pub migrate_on_start: bool,
     pub log_format: String,
@@ -132,6 +141,15 @@ impl Default for Settings {
             cron_refresh: "0 2 * * *".into(),
             cron_sync: "0 3 * * *".into(),
             cron_timezone: "UTC".into(),
+            cron_prune: worker::cron::PRUNE_EVERY_TEN_MINUTES.into(),
+            retain_done_jobs: "7d".into(),
+            retain_dead_jobs: "30d".into(),
+            retain_job_runs: "30d".into(),
+            retain_snapshots: "30d".into(),
+            retain_daily_snapshots: "730d".into(),
+            retain_notifications: "30d".into(),
+            retain_cron_runs: "90d".into(),
+            retain_workers: "1d".into(),
             metrics_addr: None,
             migrate_on_start: true,
             log_format: "text".into(),
@@ -161,7 +179,9 @@ pub const ENV_VARS: &[&str] = &[
     "SYNC_POST_CAP", "CONNECT_CONCURRENCY", "REFRESH_CONCURRENCY", "SYNC_CONCURRENCY", "NOTIFY_CONCURRENCY",
     "CONNECT_BATCH", "REFRESH_BATCH", "SYNC_BATCH", "NOTIFY_BATCH", "CONNECT_TIMEOUT_SECS", "REFRESH_TIMEOUT_SECS",
     "SYNC_TIMEOUT_SECS", "NOTIFY_TIMEOUT_SECS", "WORKER_POLL_MS", "ORPHAN_AFTER_SECS",
-    "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
+    "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "CRON_PRUNE",
+    "RETAIN_DONE_JOBS", "RETAIN_DEAD_JOBS", "RETAIN_JOB_RUNS", "RETAIN_SNAPSHOTS", "RETAIN_DAILY_SNAPSHOTS",
+    "RETAIN_NOTIFICATIONS", "RETAIN_CRON_RUNS", "RETAIN_WORKERS", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
     "FRONTEND_URL", "PUBLIC_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "WEBHOOK_TOLERANCE_SECS", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
     "CLOCK_OFFSET_SECS",
 ];
@@ -261,6 +281,7 @@ impl Settings {
         if let Some(ms) = self.pacing_margin_ms.filter(|ms| !(0.0..=60_000.0).contains(ms)) {
             bail!("PACING_MARGIN_MS is out of range: expected milliseconds from 0 to 60000, got {ms}");
         }
+        self.retention()?;
         let database = self.database()?;
         let instagram = credentials(
             "INSTAGRAM",
@@ -363,13 +384,15 @@ impl Settings {
             sync_post_cap: self.sync_post_cap.max(1),
             notify_webhook_url: config.notify.webhook_url.clone(),
             notify_webhook_secret: config.notify.webhook_secret.clone(),
+            // Valid: checked by `build`.
+            retention: self.retention().unwrap_or_default(),
             ..JobSettings::default()
         }
     }
 
     /// The queue runtime's settings; a bad cron expression or time zone stops start-up.
     pub fn worker_config(&self) -> Result<worker::WorkerConfig> {
-        for (name, expr) in [("CRON_REFRESH", &self.cron_refresh), ("CRON_SYNC", &self.cron_sync)] {
+        for (name, expr) in [("CRON_REFRESH", &self.cron_refresh), ("CRON_SYNC", &self.cron_sync), ("CRON_PRUNE", &self.cron_prune)] {
             worker::cron::parse(expr).map_err(|e| anyhow::anyhow!("{name} is malformed: {e}"))?;
         }
         let timezone = self
@@ -394,6 +417,7 @@ impl Settings {
             cron: worker::cron::CronConfig {
                 refresh_schedule: self.cron_refresh.clone(),
                 sync_schedule: self.cron_sync.clone(),
+                prune_schedule: self.cron_prune.clone(),
                 timezone,
                 ..defaults.cron.clone()
             },
@@ -480,11 +504,56 @@ impl Settings {
             schedules: vec![
                 dashboard::ScheduleConfig { name: jobs::sweeps::REFRESH_SWEEP, expr: self.cron_refresh.clone() },
                 dashboard::ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: self.cron_sync.clone() },
+                dashboard::ScheduleConfig { name: jobs::retention::PRUNE, expr: self.cron_prune.clone() },
             ],
             timezone,
             sweep_chunk: jobs::sweeps::CHUNK,
             live_every: Duration::from_secs(2),
         })
+    }
+}
+
+impl Settings {
+    /// How long history is kept: each `RETAIN_*` is a number of days (`30d`) or hours (`12h`),
+    /// or `forever`.
+    pub fn retention(&self) -> Result<jobs::retention::Retention> {
+        let r = jobs::retention::Retention {
+            done_jobs: retention("RETAIN_DONE_JOBS", &self.retain_done_jobs)?,
+            dead_jobs: retention("RETAIN_DEAD_JOBS", &self.retain_dead_jobs)?,
+            job_runs: retention("RETAIN_JOB_RUNS", &self.retain_job_runs)?,
+            snapshots: retention("RETAIN_SNAPSHOTS", &self.retain_snapshots)?,
+            daily_snapshots: retention("RETAIN_DAILY_SNAPSHOTS", &self.retain_daily_snapshots)?,
+            notifications: retention("RETAIN_NOTIFICATIONS", &self.retain_notifications)?,
+            cron_runs: retention("RETAIN_CRON_RUNS", &self.retain_cron_runs)?,
+            workers: retention("RETAIN_WORKERS", &self.retain_workers)?,
+        };
+        // Daily snapshots are what is left after the full ones: shorter would make no sense.
+        if let (Some(all), Some(daily)) = (r.snapshots, r.daily_snapshots)
+            && daily < all
+        {
+            bail!("RETAIN_DAILY_SNAPSHOTS is shorter than RETAIN_SNAPSHOTS: the daily snapshots are kept after the full ones, so it must be at least as long");
+        }
+        if r.snapshots.is_none() && r.daily_snapshots.is_some() {
+            bail!("RETAIN_DAILY_SNAPSHOTS is set while RETAIN_SNAPSHOTS is forever: set it to forever too, or give RETAIN_SNAPSHOTS a length");
+        }
+        Ok(r)
+    }
+}
+
+/// `30d`, `12h` or `forever`.
+fn retention(name: &str, text: &str) -> Result<Option<Duration>> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let unit = match text.chars().last() {
+        Some('d') => 86_400,
+        Some('h') => 3_600,
+        _ => 0,
+    };
+    match text[..text.len().saturating_sub(1)].parse::<u64>() {
+        Ok(n) if unit > 0 && n > 0 => Ok(Some(Duration::from_secs(n * unit))),
+        _ => bail!("{name} is malformed: expected days such as 30d, hours such as 12h, or forever, got {text:?}"),
     }
 }
 
@@ -546,6 +615,21 @@ mod tests {
         let mut vars: Vec<String> = ENV_VARS.iter().map(|v| v.to_string()).collect();
         vars.sort();
         assert_eq!(fields, vars);
+    }
+
+    #[test]
+    fn retention_is_days_hours_or_forever() {
+        assert_eq!(retention("X", "30d").unwrap(), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(retention("X", "12h").unwrap(), Some(Duration::from_secs(12 * 3_600)));
+        assert_eq!(retention("X", "forever").unwrap(), None);
+        for bad in ["", "0d", "30", "d", "3w", "-1d"] {
+            let err = retention("RETAIN_JOB_RUNS", bad).unwrap_err().to_string();
+            assert!(err.starts_with("RETAIN_JOB_RUNS is malformed"), "{bad:?}: {err}");
+        }
+        let defaults = Settings::default().retention().unwrap();
+        assert_eq!(defaults, jobs::retention::Retention::default(), "the documented defaults are the library's");
+        let shorter = Settings { retain_daily_snapshots: "7d".into(), ..Settings::default() };
+        assert!(shorter.retention().is_err());
     }
 
     #[test]

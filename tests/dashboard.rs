@@ -335,7 +335,7 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     b.wait_text("p.notice", false, Duration::from_secs(30), |t| t == "data_sync ran: 3 jobs enqueued.").await;
     let latest = "section[data-schedule=data_sync] table.firings tbody tr:first-child";
     assert_eq!(b.text(&format!("{latest} td:nth-child(2)")).await, "dashboard (run now)");
-    assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "3", "jobs enqueued");
+    assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "3 jobs enqueued");
     assert_eq!(b.text(&format!("{latest} td:nth-child(5)")).await, "ok");
     b.screenshot("cron-run-now").await;
     b.close().await;

@@ -261,9 +261,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// and gets `OAUTH_STATE_INVALID` rather than nothing to explain).
 const KEEP_EXPIRED_STATES: Duration = Duration::from_secs(86_400);
 
-/// Deletes expired rate-limit counters, long-expired OAuth states and the rows of worker
-/// processes silent for a day, every [`PURGE_EVERY`]. Every API process does it; the deletes
-/// are idempotent.
+/// Deletes expired rate-limit counters and long-expired OAuth states every [`PURGE_EVERY`].
+/// Every API process does it; the deletes are idempotent. (History with a retention is the
+/// workers' pruner's: `jobs::retention`.)
 async fn purge(store: Store) {
     let mut tick = tokio::time::interval(PURGE_EVERY);
     loop {
@@ -272,12 +272,11 @@ async fn purge(store: Store) {
         let purged = async {
             let counters = store.purge_rate_limits(now).await?;
             let states = store.purge_oauth_states(now.minus(KEEP_EXPIRED_STATES)).await?;
-            let processes = store.purge_worker_processes(now.minus(jobs::store::FORGET_PROCESSES_AFTER)).await?;
-            Ok::<_, jobs::StoreError>((counters, states, processes))
+            Ok::<_, jobs::StoreError>((counters, states))
         };
         match purged.await {
-            Ok((counters, states, processes)) if counters + states + processes > 0 => {
-                tracing::info!(target: "rate_limit", counters, oauth_states = states, worker_processes = processes, "purged expired rows")
+            Ok((counters, states)) if counters + states > 0 => {
+                tracing::info!(target: "rate_limit", counters, oauth_states = states, "purged expired rows")
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %error::error_chain(&e), "purging expired rows failed; trying again later"),

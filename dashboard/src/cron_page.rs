@@ -54,14 +54,14 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
                     }
                 }
                 table.firings {
-                    thead { tr { th { "Fired for" } th { "By" } th { "Took" } th { "Jobs" } th { "Outcome" } } }
+                    thead { tr { th { "Fired for" } th { "By" } th { "Took" } th { "Result" } th { "Outcome" } } }
                     tbody {
                         @for r in runs {
                             tr {
                                 td { (page::when(r.fire_at)) }
                                 td { code { (r.claimed_by) } }
                                 td.num { (r.finished_at.map(|f| page::span_ms(f.millis() - r.claimed_at.millis())).unwrap_or_else(|| "running".into())) }
-                                td.num { (r.jobs_enqueued.map(|n| n.to_string()).unwrap_or_default()) }
+                                td { (result_words(r.jobs_enqueued.map(|n| n as u64), r.detail.as_deref())) }
                                 td class=(if r.outcome.as_deref() == Some("ok") { "ok" } else { "err" }) { (r.outcome.as_deref().unwrap_or("…")) }
                             }
                         }
@@ -102,18 +102,24 @@ pub async fn run_now(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Re
             return fail("The database did not answer; nothing was run.");
         }
     }
-    tracing::info!(target: "dashboard", schedule = s.name, "sweep run by hand");
-    let result = jobs::sweeps::run(cx, s.name, d.config.sweep_chunk).await.unwrap_or(Ok(0));
-    let (count, outcome) = match &result {
-        Ok(n) => (*n as i64, "ok".to_owned()),
-        Err(e) => (0, format!("failed: {e}")),
-    };
-    if let Err(e) = cx.store.finish_cron_run(s.name, at, count, &outcome, cx.now()).await {
-        tracing::warn!(target: "dashboard", error = %e, "cannot record the sweep's outcome");
+    tracing::info!(target: "dashboard", schedule = s.name, "run by hand");
+    match jobs::sweeps::run_claimed(cx, s.name, at, d.config.sweep_chunk).await {
+        Ok(f) => {
+            tracing::info!(target: "dashboard", schedule = s.name, jobs = f.jobs, detail = f.detail, "run by hand finished");
+            redirect(&page::with_flash(&back, "notice", &format!("{} ran: {}.", s.name, result_words(f.jobs, f.detail.as_deref()))))
+        }
+        Err(outcome) => fail(&format!("{} {outcome}", s.name)),
     }
-    tracing::info!(target: "dashboard", schedule = s.name, jobs = count, outcome = %outcome, "sweep run by hand finished");
-    match result {
-        Ok(n) => redirect(&page::with_flash(&back, "notice", &format!("{} ran: {n} jobs enqueued.", s.name))),
-        Err(_) => fail(&format!("{} failed: {outcome}", s.name)),
+}
+
+/// A firing's result in words: the jobs a sweep enqueued, the rows the pruner removed.
+fn result_words(jobs: Option<u64>, detail: Option<&str>) -> String {
+    if let Some(n) = jobs {
+        return format!("{n} jobs enqueued");
+    }
+    match detail.and_then(|d| serde_json::from_str::<jobs::retention::PruneReport>(d).ok()) {
+        Some(r) if r.total() == 0 => "nothing past its retention".into(),
+        Some(r) => r.removed.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ") + " removed",
+        None => String::new(),
     }
 }

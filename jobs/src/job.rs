@@ -33,6 +33,8 @@ pub struct JobSettings {
     pub sync_post_cap: usize,
     pub notify_webhook_url: Option<String>,
     pub notify_webhook_secret: Option<Secret>,
+    /// How long history is kept (the pruner's firings).
+    pub retention: crate::retention::Retention,
 }
 
 impl Default for JobSettings {
@@ -49,6 +51,7 @@ impl Default for JobSettings {
             sync_post_cap: 1000,
             notify_webhook_url: None,
             notify_webhook_secret: None,
+            retention: crate::retention::Retention::default(),
         }
     }
 }

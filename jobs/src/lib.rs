@@ -13,6 +13,7 @@
 //!   app: verified, then applied), and the nightly [`sweeps`] on their
 //!   [`schedule`].
 //! - [`pacing`]: the process side of the fleet-wide gate that spaces sync starts.
+//! - [`retention`]: how long history is kept, and the pruner pass that deletes what is older.
 
 pub mod clients;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod job;
 pub mod notify;
 pub mod pacing;
 pub mod refresh;
+pub mod retention;
 pub mod schedule;
 pub mod secret;
 pub mod store;

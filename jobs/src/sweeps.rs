@@ -4,13 +4,15 @@
 //! synced for 12 hours. Both page by
 //! id and enqueue a chunk per statement; syncs get run times one pacing spacing apart, after
 //! those already planned, so the queue holds no jobs that would only wait for the gate.
+//!
+//! [`run`] runs any schedule's firing by name: these two and the pruner ([`retention`]).
 
 use std::{collections::HashMap, time::Duration};
 
 use crate::{
     domain::{AccountId, Platform},
     job::JobContext,
-    refresh,
+    refresh, retention,
     store::Result,
     sync::{self, SyncReason},
     time::Timestamp,
@@ -30,14 +32,45 @@ pub const SYNC_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// pages of 5 000 and 3.3 s in pages of 20 000 (measured 2026-11-27 at 15ee12a).
 pub const CHUNK: u32 = 5_000;
 
-/// Runs the sweep named `schedule` ([`REFRESH_SWEEP`] or [`SYNC_SWEEP`]); returns how many
-/// jobs it created, or `None` for an unknown name.
-pub async fn run(cx: &JobContext, schedule: &str, chunk: u32) -> Option<Result<u64>> {
-    match schedule {
-        REFRESH_SWEEP => Some(refresh_sweep(cx, chunk).await),
-        SYNC_SWEEP => Some(sync_sweep(cx, chunk).await),
-        _ => None,
+/// What a firing did: the jobs a sweep enqueued, or what the pruner removed (its
+/// [`retention::PruneReport`] as JSON, in `cron_runs.detail`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fired {
+    pub jobs: Option<u64>,
+    pub detail: Option<String>,
+}
+
+/// Runs the firing of the schedule named `schedule` ([`REFRESH_SWEEP`], [`SYNC_SWEEP`] or
+/// [`retention::PRUNE`]); `None` for an unknown name.
+pub async fn run(cx: &JobContext, schedule: &str, chunk: u32) -> Option<Result<Fired>> {
+    let jobs = |n: Result<u64>| n.map(|n| Fired { jobs: Some(n), detail: None });
+    Some(match schedule {
+        REFRESH_SWEEP => jobs(refresh_sweep(cx, chunk).await),
+        SYNC_SWEEP => jobs(sync_sweep(cx, chunk).await),
+        retention::PRUNE => retention::prune(&cx.store, &cx.settings.retention, cx.now(), retention::BATCH).await.map(|r| {
+            tracing::info!(target: "retention", removed = r.total(), millis = r.millis, "pruned history past its retention");
+            Fired { jobs: None, detail: Some(serde_json::to_string(&r).expect("plain data serializes")) }
+        }),
+        _ => return None,
+    })
+}
+
+/// Runs a firing of `schedule` that the caller has claimed in `cron_runs` (fired for
+/// `fire_at`), and records how it ended there. `Err` carries the outcome as recorded.
+pub async fn run_claimed(cx: &JobContext, schedule: &str, fire_at: Timestamp, chunk: u32) -> std::result::Result<Fired, String> {
+    let result = match run(cx, schedule, chunk).await {
+        Some(Ok(fired)) => Ok(fired),
+        Some(Err(e)) => Err(format!("failed: {e}")),
+        None => Err(format!("failed: no schedule is named {schedule}")),
+    };
+    let (jobs, detail, outcome) = match &result {
+        Ok(f) => (f.jobs, f.detail.as_deref(), "ok"),
+        Err(e) => (None, None, e.as_str()),
+    };
+    if let Err(e) = cx.store.finish_cron_run(schedule, fire_at, jobs.map(|n| n as i64), outcome, detail, cx.now()).await {
+        tracing::error!(schedule, error = %e, "cannot record the firing's outcome");
     }
+    result
 }
 
 /// Enqueues the refresh sweep; returns how many jobs it created.

@@ -279,7 +279,7 @@ both_backends! {
         }).await;
         assert_eq!(claims.iter().filter(|c| **c).count(), 1);
         assert!(db.store.claim_cron_run("data_sync", fire, "w1", fire).await.unwrap(), "schedules are independent");
-        db.store.finish_cron_run("token_refresh", fire, 42, "ok", fire.plus(Duration::from_secs(3))).await.unwrap();
+        db.store.finish_cron_run("token_refresh", fire, Some(42), "ok", None, fire.plus(Duration::from_secs(3))).await.unwrap();
         let last = db.store.last_cron_run("token_refresh").await.unwrap().unwrap();
         assert_eq!((last.fire_at, last.jobs_enqueued, last.outcome.as_deref()), (fire, Some(42), Some("ok")));
         assert_eq!(db.store.cron_runs("token_refresh", 5).await.unwrap().len(), 1);

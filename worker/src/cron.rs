@@ -1,4 +1,4 @@
-//! The nightly producers. Every worker process runs this clock; each firing is claimed once in
+//! The nightly producers and the pruner. Every worker process runs this clock; each firing is claimed once in
 //! `cron_runs` (insert-or-skip), so however many processes run, a firing produces its batch
 //! once. At start, the latest firing that should have happened is claimed too, so one missed
 //! while every worker was down is caught up (once).
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use jobs::{job::JobContext, sweeps, time::Timestamp};
+use jobs::{job::JobContext, retention, sweeps, time::Timestamp};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
@@ -15,6 +15,8 @@ pub struct CronConfig {
     /// Cron expressions (5 fields, or 6 with seconds first).
     pub refresh_schedule: String,
     pub sync_schedule: String,
+    /// The pruner's passes (`jobs::retention`).
+    pub prune_schedule: String,
     pub timezone: Tz,
     /// Accounts per enqueue statement.
     pub chunk: u32,
@@ -27,6 +29,7 @@ impl Default for CronConfig {
         Self {
             refresh_schedule: "0 2 * * *".into(),
             sync_schedule: "0 3 * * *".into(),
+            prune_schedule: PRUNE_EVERY_TEN_MINUTES.into(),
             timezone: Tz::UTC,
             chunk: jobs::sweeps::CHUNK,
             catch_up_within: Duration::from_secs(24 * 3600),
@@ -36,9 +39,13 @@ impl Default for CronConfig {
 
 pub use jobs::schedule::{parse, previous};
 
+/// The pruner's default schedule: often enough that each pass deletes only minutes of history.
+pub const PRUNE_EVERY_TEN_MINUTES: &str = "*/10 * * * *";
+
 pub async fn run(cx: JobContext, cfg: CronConfig, shutdown: CancellationToken) {
     let mut schedules = vec![];
-    for (name, expr) in [(sweeps::REFRESH_SWEEP, &cfg.refresh_schedule), (sweeps::SYNC_SWEEP, &cfg.sync_schedule)] {
+    let all = [(sweeps::REFRESH_SWEEP, &cfg.refresh_schedule), (sweeps::SYNC_SWEEP, &cfg.sync_schedule), (retention::PRUNE, &cfg.prune_schedule)];
+    for (name, expr) in all {
         match parse(expr) {
             Ok(s) => schedules.push((name, s)),
             Err(e) => tracing::error!(schedule = name, error = %e, "schedule disabled"),
@@ -70,7 +77,7 @@ async fn run_schedule(cx: JobContext, cfg: CronConfig, name: &'static str, sched
     }
 }
 
-/// Claims one firing and, if this process won it, runs its sweep.
+/// Claims one firing and, if this process won it, runs it.
 async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTime<Utc>, catch_up: bool) {
     let at = Timestamp::from(at);
     let claimed = match cx.store.claim_cron_run(name, at, &cx.worker, cx.now()).await {
@@ -84,14 +91,9 @@ async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTim
         tracing::debug!(schedule = name, fire_at = %at, catch_up, "firing claimed by another process");
         return;
     }
-    tracing::info!(schedule = name, fire_at = %at, catch_up, "sweep started");
-    let result = sweeps::run(cx, name, cfg.chunk).await.unwrap_or(Ok(0));
-    let (count, outcome) = match &result {
-        Ok(n) => (*n as i64, "ok".to_owned()),
-        Err(e) => (0, format!("failed: {e}")),
-    };
-    if let Err(e) = cx.store.finish_cron_run(name, at, count, &outcome, cx.now()).await {
-        tracing::error!(schedule = name, error = %e, "cannot record the sweep's outcome");
+    tracing::info!(schedule = name, fire_at = %at, catch_up, "firing started");
+    match sweeps::run_claimed(cx, name, at, cfg.chunk).await {
+        Ok(f) => tracing::info!(schedule = name, fire_at = %at, jobs = f.jobs, detail = f.detail, "firing finished"),
+        Err(outcome) => tracing::error!(schedule = name, fire_at = %at, outcome = %outcome, "firing failed"),
     }
-    tracing::info!(schedule = name, fire_at = %at, jobs = count, outcome = %outcome, "sweep finished");
 }

@@ -13,6 +13,8 @@ pub struct CronRun {
     pub finished_at: Option<Timestamp>,
     pub jobs_enqueued: Option<i64>,
     pub outcome: Option<String>,
+    /// What the firing did beyond enqueueing (the pruner: rows removed per table, JSON).
+    pub detail: Option<String>,
 }
 
 impl Store {
@@ -30,15 +32,16 @@ impl Store {
         &self,
         schedule: &str,
         fire_at: Timestamp,
-        jobs_enqueued: i64,
+        jobs_enqueued: Option<i64>,
         outcome: &str,
+        detail: Option<&str>,
         now: Timestamp,
     ) -> Result<()> {
         const SQL: &str = "
-            UPDATE cron_runs SET finished_at = $3, jobs_enqueued = $4, outcome = $5
+            UPDATE cron_runs SET finished_at = $3, jobs_enqueued = $4, outcome = $5, detail = $6
             WHERE schedule = $1 AND fire_at = $2";
         on_pool!(self, p => sqlx::query(SQL)
-            .bind(schedule).bind(fire_at).bind(now).bind(jobs_enqueued).bind(outcome).execute(p).await?.rows_affected());
+            .bind(schedule).bind(fire_at).bind(now).bind(jobs_enqueued).bind(outcome).bind(detail).execute(p).await?.rows_affected());
         Ok(())
     }
 

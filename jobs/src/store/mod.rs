@@ -13,7 +13,7 @@ use std::{str::FromStr, time::Duration};
 use sqlx::{
     Connection, PgConnection, PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 use crate::config::DatabaseConfig;
@@ -59,6 +59,7 @@ mod ops_reads;
 mod overview;
 mod pacing;
 mod processes;
+mod prune;
 mod queue;
 mod rate_limits;
 mod rotation;
@@ -72,6 +73,7 @@ pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
 pub use ops_reads::{AccountFilter, AccountRow, DayOutcomes, NightlySync};
 pub use overview::{EXACT_COUNTS_BELOW, MinuteCounts, QueueCounts};
 pub use rate_limits::RateHit;
+pub use prune::Finished;
 pub use processes::{API_429_COUNTER, FORGET_PROCESSES_AFTER, ProcessBeat, ProcessQueue, WorkerProcess};
 pub use oauth::{NewOAuthState, OAuthState};
 pub use outbox::{NewNotification, Notification};
@@ -168,6 +170,9 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                // Takes effect on a new file only (before its first table): the pruner then
+                // returns freed pages (`Store::release_free_pages`).
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
             if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
