@@ -173,7 +173,7 @@ impl System {
         let mut up = Proc::spawn(dir.path(), &["up"], &env);
         let url = up.wait_for_url();
         // Start-up catches up today's missed sweeps; let them finish before the test adds data.
-        up.wait_for_line(Duration::from_secs(30), |l| l.contains("sweep finished") && l.contains("data_sync"));
+        up.wait_for_line(Duration::from_secs(30), |l| l.contains("firing finished") && l.contains("data_sync"));
         System { _dir: dir, db, up, url, key }
     }
 
