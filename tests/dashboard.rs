@@ -170,6 +170,8 @@ impl System {
         let key = keys.iter().find(|(k, _)| k == "ENCRYPTION_KEY").unwrap().1.clone();
         let mut env: Vec<(&str, &str)> = keys.iter().filter(|(k, _)| !dev || k != "JWT_SECRET").map(|(k, v)| (k.as_str(), v.as_str())).collect();
         env.extend([("DATABASE_URL", db.url.as_str()), ("OPS_PASSWORD", PASSWORD), ("PACING_INSTAGRAM_MS", "50"), ("PACING_TIKTOK_MS", "50")]);
+        // The pruner fires only when a test runs it by hand (once a year otherwise).
+        env.push(("CRON_PRUNE", "0 0 1 1 *"));
         let mut up = Proc::spawn(dir.path(), &["up"], &env);
         let url = up.wait_for_url();
         // Start-up catches up today's missed sweeps; let them finish before the test adds data.
@@ -338,6 +340,24 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "3 jobs enqueued");
     assert_eq!(b.text(&format!("{latest} td:nth-child(5)")).await, "ok");
     b.screenshot("cron-run-now").await;
+
+    // The pruner is listed beside the sweeps; run by hand, it deletes a notification delivered
+    // 40 days ago and says so.
+    let old = Timestamp::now().minus(Duration::from_secs(40 * 86_400));
+    let note = jobs::store::NewNotification { user_id: "u".into(), account_id: None, kind: "reauth".into(), payload: serde_json::json!({}) };
+    let id = store.add_notification(&note, old).await.unwrap();
+    store.record_delivery(id, None, old).await.unwrap();
+    assert!(b.text("section[data-schedule=prune]").await.contains("0 0 1 1 *"));
+    let retention = b.text("section.retention table.retention").await;
+    assert!(retention.contains("Succeeded jobs 7 days RETAIN_DONE_JOBS"), "{retention}");
+    assert!(b.text("section.retention table.sizes").await.contains("job_runs"));
+    c.find(Locator::Css("section[data-schedule=prune] button")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.notice", false, Duration::from_secs(30), |t| t.starts_with("prune ran: ")).await;
+    assert_eq!(b.text("p.notice").await, "prune ran: 1 notifications removed.");
+    let latest = "section[data-schedule=prune] table.firings tbody tr:first-child";
+    assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "1 notifications removed");
+    assert!(store.notification(id).await.unwrap().is_none());
+    b.screenshot("cron-retention").await;
     b.close().await;
 }
 

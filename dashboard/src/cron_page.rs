@@ -1,5 +1,8 @@
-//! `/dashboard/cron`: each nightly schedule in plain words, its next firings, its last firings
-//! with their outcome, and "run now".
+//! `/dashboard/cron`: each schedule (the nightly sweeps, the pruner) in plain words, its next
+//! firings, its last firings with their outcome, and "run now"; then how long history is kept
+//! and how large each table is.
+
+use std::time::Duration;
 
 use jobs::{Timestamp, schedule};
 use maud::html;
@@ -37,6 +40,13 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
         };
         sections.push((s, next, runs));
     }
+    let sizes = match d.cx.store.table_sizes().await {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            tracing::warn!(target: "dashboard", error = %e, "cannot read table sizes");
+            None
+        }
+    };
     let body = html! {
         @for (s, next, runs) in &sections {
             section.schedule data-schedule=(s.name) {
@@ -70,8 +80,61 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
                 }
             }
         }
+        (retention_section(&d.cx.settings.retention, sizes.as_deref()))
     };
     page::shell(req, "Cron", &flash, body)
+}
+
+/// The retentions in force (`RETAIN_*`) and the tables' sizes.
+fn retention_section(keep: &jobs::retention::Retention, sizes: Option<&[jobs::store::TableSize]>) -> maud::Markup {
+    let kept = |d: Option<Duration>| match d {
+        None => "forever".to_owned(),
+        Some(d) if d.as_secs() % 86_400 == 0 => format!("{} days", d.as_secs() / 86_400),
+        Some(d) => format!("{} hours", d.as_secs() / 3_600),
+    };
+    let rows = [
+        ("Succeeded jobs", "RETAIN_DONE_JOBS", keep.done_jobs),
+        ("Dead and cancelled jobs", "RETAIN_DEAD_JOBS", keep.dead_jobs),
+        ("Attempt records", "RETAIN_JOB_RUNS", keep.job_runs),
+        ("Every snapshot", "RETAIN_SNAPSHOTS", keep.snapshots),
+        ("One snapshot a day per account", "RETAIN_DAILY_SNAPSHOTS", keep.daily_snapshots),
+        ("Delivered notifications", "RETAIN_NOTIFICATIONS", keep.notifications),
+        ("Firings", "RETAIN_CRON_RUNS", keep.cron_runs),
+        ("Silent worker processes", "RETAIN_WORKERS", keep.workers),
+    ];
+    html! {
+        section.retention {
+            h2 { "Retention" }
+            p { "The " code { (jobs::retention::PRUNE) } " firings above delete what is older; pending, running and retrying jobs are never deleted." }
+            table.retention {
+                thead { tr { th { "History" } th { "Kept" } th { "Setting" } } }
+                tbody { @for (what, setting, d) in rows { tr { td { (what) } td { (kept(d)) } td { code { (setting) } } } } }
+            }
+            h2 { "Table sizes" }
+            @match sizes {
+                Some(sizes) => table.sizes {
+                    thead { tr { th { "Table" } th { "Size (indexes included)" } th { "Rows (estimate)" } } }
+                    tbody {
+                        @for t in sizes {
+                            tr { td { code { (t.table) } } td.num { (bytes(t.bytes)) } td.num { (t.rows_estimate.map(|n| n.to_string()).unwrap_or_default()) } }
+                        }
+                    }
+                },
+                None => p { "This database does not report table sizes." },
+            }
+        }
+    }
+}
+
+/// `n` bytes in words: "12.3 MB".
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let (mut v, mut unit) = (n as f64, 0);
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
 /// Runs a schedule's sweep now, recorded in `cron_runs` like a firing (by hand), so its outcome

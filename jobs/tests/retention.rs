@@ -298,3 +298,17 @@ async fn a_sqlite_file_shrinks_after_a_pass() {
     let after = pages().await;
     assert!(after < before / 2, "{before} pages before, {after} after");
 }
+
+both_backends! {
+    async fn table_sizes_name_the_tables(db: TestDb) {
+        let s = &db.store;
+        let sizes = s.table_sizes().await.unwrap().expect("dbstat is compiled into the bundled SQLite");
+        let names: Vec<&str> = sizes.iter().map(|t| t.table.as_str()).collect();
+        let jobs = s.pool().pick("apalis.jobs", "Jobs");
+        for t in [jobs, "job_runs", "account_snapshots", "notifications", "cron_runs"] {
+            assert!(names.contains(&t), "{t} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("sqlx") || *n == "socialsync_migrations"), "{names:?}");
+        assert!(sizes.iter().all(|t| t.bytes > 0), "{sizes:?}");
+    }
+}

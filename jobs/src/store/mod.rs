@@ -73,7 +73,7 @@ pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
 pub use ops_reads::{AccountFilter, AccountRow, DayOutcomes, NightlySync};
 pub use overview::{EXACT_COUNTS_BELOW, MinuteCounts, QueueCounts};
 pub use rate_limits::RateHit;
-pub use prune::Finished;
+pub use prune::{Finished, TableSize};
 pub use processes::{API_429_COUNTER, FORGET_PROCESSES_AFTER, ProcessBeat, ProcessQueue, WorkerProcess};
 pub use oauth::{NewOAuthState, OAuthState};
 pub use outbox::{NewNotification, Notification};

@@ -155,3 +155,44 @@ impl Store {
         Ok(excess as u64)
     }
 }
+
+/// A table's size on disk, its indexes included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSize {
+    pub table: String,
+    pub bytes: i64,
+    /// PostgreSQL's estimate of its rows (as fresh as the last ANALYZE); SQLite: none.
+    pub rows_estimate: Option<i64>,
+}
+
+impl Store {
+    /// The size of each of socialsync's tables and apalis' queue tables, largest first. SQLite:
+    /// pages per table from `dbstat`, or `None` where SQLite was built without it.
+    pub async fn table_sizes(&self) -> Result<Option<Vec<TableSize>>> {
+        match self.pool() {
+            Pool::Postgres(p) => {
+                const SQL: &str = "
+                    SELECT CASE WHEN n.nspname = 'apalis' THEN 'apalis.' || c.relname ELSE c.relname END,
+                        pg_total_relation_size(c.oid), GREATEST(c.reltuples, 0)::bigint
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.relkind = 'r' AND (n.nspname = 'apalis' OR n.nspname = current_schema())
+                      AND c.relname NOT LIKE '\\_sqlx%' AND c.relname NOT LIKE 'socialsync\\_migrations'
+                    ORDER BY 2 DESC, 1";
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(SQL).fetch_all(p).await?;
+                Ok(Some(rows.into_iter().map(|(table, bytes, rows)| TableSize { table, bytes, rows_estimate: Some(rows) }).collect()))
+            }
+            Pool::Sqlite(p) => {
+                const SQL: &str = "
+                    SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat d JOIN sqlite_master m ON m.name = d.name
+                    WHERE m.tbl_name NOT LIKE '\\_sqlx%' ESCAPE '\\' AND m.tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+                      AND m.tbl_name <> 'socialsync_migrations'
+                    GROUP BY 1 ORDER BY 2 DESC, 1";
+                match sqlx::query_as::<_, (String, i64)>(SQL).fetch_all(p).await {
+                    Ok(rows) => Ok(Some(rows.into_iter().map(|(table, bytes)| TableSize { table, bytes, rows_estimate: None }).collect())),
+                    Err(sqlx::Error::Database(e)) if e.message().contains("dbstat") => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+}
