@@ -2,11 +2,12 @@
 //! the sandbox platform. Each prints one `RELIABILITY |` line with its figures;
 //! `scripts/reliability` runs them and writes RELIABILITY.md from those lines. One module per
 //! kind of fault: [`processes`] (crashes, a database restart), [`platform`] (an outage, a
-//! refresh race, a sync failing half-way), [`cron`], [`abuse`] (hostile input, secret leaks).
+//! refresh race, a sync failing half-way), [`cron`], [`abuse`] (hostile input, secret leaks),
+//! [`retention`] (the pruner killed mid-pass).
 //!
 //! Sizes and durations can be raised by hand (the defaults are what CI runs):
 //! `RELIABILITY_ACCOUNTS` (crashes, 2000), `RELIABILITY_KILL_EVERY_MS` (3000),
-//! `RELIABILITY_DB_DOWN_SECS` (5), `RELIABILITY_OUTAGE_SECS` (8).
+//! `RELIABILITY_DB_DOWN_SECS` (5), `RELIABILITY_OUTAGE_SECS` (8), `RELIABILITY_PRUNE_RUNS` (400000).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -15,6 +16,7 @@ mod abuse;
 mod cron;
 mod platform;
 mod processes;
+mod retention;
 
 use jobs::store::Pool;
 use support::Proc;

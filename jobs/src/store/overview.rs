@@ -39,7 +39,7 @@ impl Store {
     /// `(status, job_type, id) INCLUDE (run_at, attempts, max_attempts)` index alone. (One
     /// grouped scan computing the split for every row took twice as long at a million jobs.)
     ///
-    /// Done jobs are nearly all of a big table and only grow (nothing deletes them), so past
+    /// Done jobs are nearly all of a big table (a week of them by default), so past
     /// [`EXACT_COUNTS_BELOW`] rows on PostgreSQL the scan is skipped: every other state is
     /// still counted exactly from the index, and `done` is estimated from the planner's
     /// statistics (rows in the table × the queue's share, less the queue's other jobs), marked

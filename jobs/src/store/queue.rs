@@ -270,8 +270,8 @@ impl Store {
     }
 
     /// How many jobs of `queue` wait or run, per state (Pending, Queued, Running, Failed; zeros
-    /// included), for the workers' depth gauges. Finished jobs are never deleted, so counting
-    /// every state read the queue's whole history every few seconds in every worker process
+    /// included), for the workers' depth gauges. Finished jobs stay for days (until the pruner's
+    /// retention), so counting every state read all of them every few seconds in every worker process
     /// (60 ms at 200 000 jobs); these states are ranges of the `(status, job_type, id)` index
     /// that stay small. Planned at each run, so a plan kept from an empty table cannot scan it
     /// whole.
