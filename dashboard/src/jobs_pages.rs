@@ -168,7 +168,7 @@ pub async fn list(req: &Request, d: Data<&Dashboard>, q: Query<ListQuery>, flash
 }
 
 fn filter_form(q: &ListQuery) -> Markup {
-    let queues = [jobs::connect::KIND, jobs::refresh::KIND, jobs::sync::KIND, jobs::notify::KIND, jobs::events::KIND];
+    let queues = jobs::QUEUES;
     html! {
         form.filters #job-filter method="get" action={(BASE) "/jobs"} {
             label { "Queue " select name="queue" {

@@ -1,7 +1,7 @@
 //! `/dashboard/`: jobs per queue and state, the oldest waiting job, attempts per minute — live.
 
 use jobs::{
-    Timestamp,
+    QUEUES, Timestamp,
     store::{JobState, QueueCounts},
 };
 use maud::html;
@@ -15,12 +15,11 @@ use crate::{
     page::{self, Flash},
 };
 
-/// The queues shown even when empty.
-const QUEUES: [&str; 5] = [jobs::connect::KIND, jobs::refresh::KIND, jobs::sync::KIND, jobs::notify::KIND, jobs::events::KIND];
 
 #[handler]
 pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
     let frame = d.live.current().await;
+    // Every queue is shown, even when empty.
     let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
     names.extend(frame.queues.keys().filter(|k| !QUEUES.contains(&k.as_str())).cloned());
     let empty = QueueCounts::default();

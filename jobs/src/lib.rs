@@ -34,6 +34,9 @@ pub mod sync;
 pub mod time;
 pub mod vault;
 
+/// Every queue, by its name (each job module's `KIND`).
+pub const QUEUES: [&str; 5] = [connect::KIND, refresh::KIND, sync::KIND, notify::KIND, events::KIND];
+
 pub use domain::{AccountId, AccountStatus, Platform};
 pub use secret::Secret;
 pub use store::{Store, StoreError};

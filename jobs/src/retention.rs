@@ -85,9 +85,6 @@ impl PruneReport {
     }
 }
 
-/// The queues whose finished jobs are pruned.
-const QUEUES: [&str; 5] = [crate::connect::KIND, crate::refresh::KIND, crate::sync::KIND, crate::notify::KIND, crate::events::KIND];
-
 /// How far snapshots have been thinned (`retention_marks`).
 const SNAPSHOTS_THINNED: &str = "snapshots_thinned";
 
@@ -99,7 +96,7 @@ pub async fn prune(store: &Store, keep: &Retention, now: Timestamp, batch: u32) 
     if let Some(d) = keep.job_runs {
         report.add("job_runs", drain("job_runs", batch, || store.prune_job_runs(before(d), batch)).await?);
     }
-    for queue in QUEUES {
+    for queue in crate::QUEUES {
         for (which, d) in [(Finished::Done, keep.done_jobs), (Finished::Dead, keep.dead_jobs), (Finished::Killed, keep.dead_jobs)] {
             if let Some(d) = d {
                 report.add("jobs", drain("jobs", batch, || store.prune_finished_jobs(queue, which, before(d), batch)).await?);
