@@ -1,7 +1,8 @@
-//! `/dashboard/health`: the operating targets and where they stand, over 30 days — token
+//! `/dashboard/health`: the operating targets and where they stand, over 90 days — token
 //! refresh success rate (target above 95 %, alert below 90 % two days running), nightly sync
-//! duration against the pace-bound expectation, 429s per hour (ours and the platforms'), and
-//! each platform's pacing gate.
+//! duration against the pace-bound expectation, 429s per hour (ours and the platforms'),
+//! accounts that became inactive per week, and each platform's pacing gate. The figures come
+//! from roll-ups that outlive the raw records (see `jobs::store::rollups`).
 
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use crate::{
     page::{self, Flash},
 };
 
-const DAYS: i64 = 30;
+pub const DAYS: i64 = 90;
+const WEEK_MS: i64 = 7 * DAY_MS;
 const DAY_MS: i64 = 86_400_000;
 pub const TARGET_RATE: f64 = 95.0;
 pub const ALERT_RATE: f64 = 90.0;
@@ -39,7 +41,7 @@ pub fn refresh_alert(days: &[DayOutcomes]) -> bool {
 pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
     let mut flash = flash.0;
     let now = Timestamp::now();
-    let today = Timestamp(now.millis() - now.millis().rem_euclid(DAY_MS));
+    let today = now.day_start();
     let since = Timestamp(today.millis() - (DAYS - 1) * DAY_MS);
     let store = &d.cx.store;
     let figures = tokio::try_join!(
@@ -47,15 +49,17 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
         store.nightly_syncs(sweeps::SYNC_SWEEP, since),
         store.counter_hours(jobs::store::API_429_COUNTER, since),
         store.platform_429s_per_hour(since),
+        store.counter_hours(jobs::store::INACTIVE_COUNTER, since.week_start()),
         store.sync_backlog(),
         store.pacing_next_at(Platform::Instagram.as_str()),
         store.pacing_next_at(Platform::Tiktok.as_str()),
     );
     let body = match figures {
-        Ok((refresh, nightly, ours, theirs, backlog, ig_next, tt_next)) => html! {
+        Ok((refresh, nightly, ours, theirs, inactive, backlog, ig_next, tt_next)) => html! {
             (refresh_section(&refresh, since))
             (nightly_section(&d, &nightly, since))
             (limits_section(&ours, &theirs, since))
+            (inactive_section(&per_week(&inactive), since.week_start(), today))
             (pacing_section(&d, &backlog, [(Platform::Instagram, ig_next), (Platform::Tiktok, tt_next)], now))
         },
         Err(e) => {
@@ -103,7 +107,7 @@ fn refresh_section(days: &[DayOutcomes], since: Timestamp) -> Markup {
                 "Target above " (TARGET_RATE) " %. "
                 @match latest {
                     Some((at, r)) => { "Latest (" (day(at)) "): " strong class=(if r >= TARGET_RATE { "ok" } else { "err" }) { (format!("{r:.1} %")) } }
-                    None => "No refresh has ended in 30 days.",
+                    None => { "No refresh has ended in " (DAYS) " days." }
                 }
             }
             (page::raw(chart::draw(&Chart {
@@ -165,7 +169,7 @@ fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync], since: T
                             td class=(if over { "err" } else { "ok" }) { (if over { "over" } else { "ok" }) }
                         }
                     }
-                    @if nightly.is_empty() { tr { td colspan="6" { "No nightly sync in 30 days." } } }
+                    @if nightly.is_empty() { tr { td colspan="6" { "No nightly sync in " (DAYS) " days." } } }
                 }
             }
         }
@@ -186,12 +190,49 @@ fn limits_section(ours: &[(Timestamp, i64)], theirs: &[(Timestamp, i64)], since:
     html! {
         section #limits-health {
             h2 { "429s per hour" }
-            p { (total(ours)) " answered by this API, " (total(theirs)) " from the platforms, in 30 days." }
+            p { (total(ours)) " answered by this API, " (total(theirs)) " from the platforms, in " (DAYS) " days." }
             (page::raw(chart::draw(&Chart {
                 columns, series: &["warn", "bad"], target: None, max: None,
                 label: "429 answers per hour: ours and the platforms'", ends: (day(since), "now".into()),
             })))
             p.legend { span.swatch.warn {} " ours (rate limits) " span.swatch.bad {} " the platforms'" }
+        }
+    }
+}
+
+/// Hourly counts summed per week: (Monday, count), in order.
+pub fn per_week(hours: &[(Timestamp, i64)]) -> Vec<(Timestamp, i64)> {
+    let mut weeks: Vec<(Timestamp, i64)> = vec![];
+    for (hour, n) in hours {
+        let w = hour.week_start();
+        match weeks.last_mut() {
+            Some((last, total)) if *last == w => *total += n,
+            _ => weeks.push((w, *n)),
+        }
+    }
+    weeks
+}
+
+fn inactive_section(weeks: &[(Timestamp, i64)], first: Timestamp, today: Timestamp) -> Markup {
+    let count = (today.millis() - first.millis()) / WEEK_MS + 1;
+    let columns = (0..count)
+        .map(|i| {
+            let at = Timestamp(first.millis() + i * WEEK_MS);
+            let n = weeks.iter().find(|(w, _)| *w == at).map_or(0, |(_, n)| *n);
+            Column { values: vec![n as f64], title: format!("week of {}: {n} became inactive", day(at)) }
+        })
+        .collect();
+    html! {
+        section #inactive-health {
+            h2 { "Accounts that became inactive per week" }
+            p {
+                "Accounts that left active (re-authorisation required, revoked at the platform, or disconnected), counted when it happened. "
+                a href={(crate::BASE) "/accounts?report=week"} { "Those of the last 7 days, by account" }
+            }
+            (page::raw(chart::draw(&Chart {
+                columns, series: &["bad"], target: None, max: None,
+                label: "Accounts that became inactive per week", ends: (format!("week of {}", day(first)), "this week".into()),
+            })))
         }
     }
 }
@@ -226,6 +267,18 @@ mod tests {
 
     fn day(succeeded: i64, dead: i64) -> DayOutcomes {
         DayOutcomes { succeeded, dead, ..DayOutcomes::default() }
+    }
+
+    #[test]
+    fn weeks_start_on_monday() {
+        let monday = Timestamp(1_764_547_200_000); // 2025-12-01 00:00 UTC
+        assert_eq!(monday.to_datetime().format("%a").to_string(), "Mon");
+        for offset in [0, 1, 86_400_000 * 6 + 86_399_999] {
+            assert_eq!(Timestamp(monday.millis() + offset).week_start(), monday);
+        }
+        assert_eq!(Timestamp(monday.millis() - 1).week_start().millis(), monday.millis() - WEEK_MS);
+        let hours = [(Timestamp(monday.millis() - 3_600_000), 2), (monday, 1), (Timestamp(monday.millis() + 3_600_000), 4)];
+        assert_eq!(per_week(&hours), vec![(Timestamp(monday.millis() - WEEK_MS), 2), (monday, 5)]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `/dashboard/`: jobs per queue and state, the oldest waiting job, attempts per minute — live.
+//! `/dashboard/`: jobs per queue and state, the oldest waiting job, attempts per minute — live —
+//! and attempts per day over 90 days (from the roll-ups, drawn once per page load).
 
 use jobs::{
     QUEUES, Timestamp,
@@ -12,13 +13,14 @@ use poem::{
 
 use crate::{
     BASE, Dashboard,
+    chart::{self, Chart, Column},
     page::{self, Flash},
 };
-
 
 #[handler]
 pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
     let frame = d.live.current().await;
+    let daily = daily_chart(&d).await;
     // Every queue is shown, even when empty.
     let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
     names.extend(frame.queues.keys().filter(|k| !QUEUES.contains(&k.as_str())).cloned());
@@ -60,9 +62,35 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
         h2 { "Finished attempts per minute" }
         div #throughput { (page::raw(frame.chart.clone())) }
         p.legend { span.swatch.ok {} " succeeded " span.swatch.bad {} " failed (retrying or dead)" }
+        h2 { "Finished attempts per day" }
+        div #daily { (page::raw(daily)) }
     };
     page::shell(req, "Overview", &flash, body)
 }
+
+/// Attempts per day, the last 90 days (an empty chart, logged, when the database fails).
+async fn daily_chart(d: &Dashboard) -> String {
+    let now = Timestamp::now();
+    let days = crate::health_page::DAYS;
+    let since = Timestamp(now.day_start().millis() - (days - 1) * DAY_MS);
+    let rows = d.cx.store.attempts_per_day(since).await.unwrap_or_else(|e| {
+        tracing::warn!(target: "dashboard", error = %e, "cannot read attempts per day");
+        vec![]
+    });
+    let columns = (0..days)
+        .map(|i| {
+            let at = Timestamp(since.millis() + i * DAY_MS);
+            let (ok, failed) = rows.iter().find(|(day, ..)| *day == at).map_or((0, 0), |(_, ok, failed)| (*ok, *failed));
+            Column { values: vec![ok as f64, failed as f64], title: format!("{}: {ok} succeeded, {failed} failed", at.to_datetime().format("%b %d")) }
+        })
+        .collect();
+    chart::draw(&Chart {
+        columns, series: &["ok", "bad"], target: None, max: None,
+        label: "Finished attempts per day, last 90 days", ends: (format!("{days} days ago"), "today".into()),
+    })
+}
+
+const DAY_MS: i64 = 86_400_000;
 
 fn oldest(c: &QueueCounts, now: Timestamp) -> String {
     c.oldest_pending.map_or_else(|| "—".into(), |t| page::span_ms(now.millis() - t.millis()))

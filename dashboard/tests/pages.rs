@@ -110,7 +110,10 @@ both_backends! {
 
         let mut ops = serve(&db, Access::Open, false).await;
         let detail = format!("/jobs/{job}");
+        // The refresh above, in the 90-day chart of attempts per day.
+        let today = format!("{}: 1 succeeded, 0 failed", Timestamp::now().to_datetime().format("%b %d"));
         for (path, expect) in [
+            ("/", today.as_str()),
             ("/", r#"data-cell="sync:scheduled" href="/dashboard/jobs?queue=sync&amp;state=scheduled">1<"#),
             ("/workers", r#"<a href="/dashboard/workers" aria-current="page">Workers</a>"#),
             ("/jobs?queue=sync", job.as_str()),
@@ -122,6 +125,7 @@ both_backends! {
             ("/accounts?username=DANCER", "@dancer_7"),
             ("/accounts?status=reauth_required", "No account matches."),
             ("/health", "Latest ("),
+            ("/health", "Accounts that became inactive per week"),
             ("/jobs/NOPE", "No job NOPE"),
         ] {
             let (status, html) = ops.get(path).await;

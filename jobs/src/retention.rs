@@ -85,6 +85,14 @@ impl PruneReport {
     }
 }
 
+/// A finished attempt's hour is rolled up this long after it ends: time for a run that finished
+/// within it, on a worker whose clock is a little behind, to be committed.
+pub const ROLL_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// Roll-ups (hourly attempt counts, nightly sync figures: a few hundred rows a day) are kept
+/// this long.
+pub const ROLLUPS_KEPT: Duration = Duration::from_secs(730 * 86_400);
+
 /// How far snapshots have been thinned (`retention_marks`).
 const SNAPSHOTS_THINNED: &str = "snapshots_thinned";
 
@@ -93,8 +101,15 @@ pub async fn prune(store: &Store, keep: &Retention, now: Timestamp, batch: u32) 
     let started = std::time::Instant::now();
     let mut report = PruneReport::default();
     let before = |d: Duration| now.minus(d);
+    // Roll-ups first; the runs they are computed from are never deleted before they are rolled
+    // up (below the mark) nor before a nightly firing's day is over and fixed.
+    store.roll_up_job_runs(now.minus(ROLL_UP_AFTER)).await?;
+    let day_over = now.minus(DAY + ROLL_UP_AFTER);
+    store.roll_up_nightly_syncs(crate::sweeps::SYNC_SWEEP, day_over).await?;
     if let Some(d) = keep.job_runs {
-        report.add("job_runs", drain("job_runs", batch, || store.prune_job_runs(before(d), batch)).await?);
+        let rolled_up = store.retention_mark(crate::store::ROLLED_UP).await?.unwrap_or(Timestamp(0));
+        let runs_before = before(d).min(day_over).min(rolled_up);
+        report.add("job_runs", drain("job_runs", batch, || store.prune_job_runs(runs_before, batch)).await?);
     }
     for queue in crate::QUEUES {
         for (which, d) in [(Finished::Done, keep.done_jobs), (Finished::Dead, keep.dead_jobs), (Finished::Killed, keep.dead_jobs)] {
@@ -115,6 +130,7 @@ pub async fn prune(store: &Store, keep: &Retention, now: Timestamp, batch: u32) 
     if let Some(d) = keep.cron_runs {
         report.add("cron_runs", store.prune_cron_runs(before(d)).await?);
     }
+    report.add("rollups", store.prune_rollups(before(ROLLUPS_KEPT)).await?);
     if let Some(d) = keep.workers {
         report.add("workers", store.prune_workers(before(d)).await?);
     }

@@ -47,6 +47,17 @@ impl Timestamp {
         Self(self.0.saturating_sub(d.as_millis() as i64))
     }
 
+    /// The start (00:00 UTC) of `self`'s day.
+    pub fn day_start(self) -> Self {
+        Self(self.0 - self.0.rem_euclid(86_400_000))
+    }
+
+    /// The Monday 00:00 UTC that starts `self`'s week (1970-01-01 was a Thursday).
+    pub fn week_start(self) -> Self {
+        let day = self.0.div_euclid(86_400_000);
+        Self((day - (day + 3).rem_euclid(7)) * 86_400_000)
+    }
+
     /// How long from `self` until `later`; zero if `later` is not later.
     pub fn until(self, later: Timestamp) -> Duration {
         Duration::from_millis(later.0.saturating_sub(self.0).max(0) as u64)

@@ -62,6 +62,7 @@ mod processes;
 mod prune;
 mod queue;
 mod rate_limits;
+mod rollups;
 mod rotation;
 mod sync_data;
 
@@ -70,7 +71,8 @@ pub use cron::CronRun;
 pub use events::StoredEvent;
 pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunEnding, JobRunStart};
 pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
-pub use ops_reads::{AccountFilter, AccountRow, DayOutcomes, NightlySync};
+pub use ops_reads::{AccountFilter, AccountRow};
+pub use rollups::{DayOutcomes, INACTIVE_COUNTER, NightlySync, ROLLED_UP};
 pub use overview::{EXACT_COUNTS_BELOW, MinuteCounts, QueueCounts};
 pub use rate_limits::RateHit;
 pub use prune::{Finished, TableSize};

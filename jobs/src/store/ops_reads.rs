@@ -1,5 +1,5 @@
 //! Reads for ops: accounts searched by user, name, platform and status (no token columns ever
-//! leave this module), and the daily figures behind the health targets.
+//! leave this module), and the pacing gates' backlog. (The health figures: `rollups`.)
 
 use super::{Result, Store};
 use crate::{
@@ -37,32 +37,6 @@ pub struct AccountRow {
     pub last_sync_ms: Option<i64>,
 }
 
-/// One day of one queue's finished attempts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DayOutcomes {
-    pub day: Timestamp,
-    pub succeeded: i64,
-    pub retrying: i64,
-    pub dead: i64,
-    /// Failed attempts the platform rate-limited.
-    pub rate_limited: i64,
-}
-
-/// One firing of the nightly sync sweep and how its syncs went.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct NightlySync {
-    pub fire_at: Timestamp,
-    /// When the sweep ran (a caught-up firing runs later than it was due).
-    pub claimed_at: Timestamp,
-    pub jobs_enqueued: Option<i64>,
-    /// Syncs started within the day after the sweep ran, per platform, and when the last ended.
-    pub instagram_syncs: i64,
-    pub tiktok_syncs: i64,
-    pub last_finished: Option<Timestamp>,
-}
-
-const DAY_MS: i64 = 86_400_000;
-
 impl Store {
     /// Up to `limit` accounts matching `filter`, by id, after `after`.
     pub async fn search_accounts(&self, filter: &AccountFilter, after: AccountId, limit: u32) -> Result<Vec<AccountRow>> {
@@ -94,47 +68,6 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(after).bind(user).bind(username).bind(platform).bind(status).bind(since).bind(i64::from(limit))
             .fetch_all(p).await?))
-    }
-
-    /// Finished attempts of `queue` per day since `since`.
-    pub async fn outcomes_per_day(&self, queue: &str, since: Timestamp) -> Result<Vec<DayOutcomes>> {
-        const SQL: &str = "
-            SELECT (finished_at / 86400000) * 86400000 AS day,
-                SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END),
-                SUM(CASE WHEN outcome = 'retrying' THEN 1 ELSE 0 END),
-                SUM(CASE WHEN outcome = 'dead' THEN 1 ELSE 0 END),
-                SUM(CASE WHEN error_class = 'rate_limited' THEN 1 ELSE 0 END)
-            FROM job_runs WHERE queue = $1 AND finished_at >= $2
-            GROUP BY 1 ORDER BY 1";
-        let rows: Vec<(i64, i64, i64, i64, i64)> = on_pool!(self, p => sqlx::query_as(SQL).bind(queue).bind(since).fetch_all(p).await?);
-        Ok(rows
-            .into_iter()
-            .map(|(day, succeeded, retrying, dead, rate_limited)| DayOutcomes { day: Timestamp(day), succeeded, retrying, dead, rate_limited })
-            .collect())
-    }
-
-    /// Platform rate limits met by any queue, per hour since `since`: (hour, count).
-    pub async fn platform_429s_per_hour(&self, since: Timestamp) -> Result<Vec<(Timestamp, i64)>> {
-        const SQL: &str = "
-            SELECT (finished_at / 3600000) * 3600000, COUNT(*) FROM job_runs
-            WHERE error_class = 'rate_limited' AND finished_at >= $1 GROUP BY 1 ORDER BY 1";
-        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(since).fetch_all(p).await?))
-    }
-
-    /// The nightly sync sweeps fired since `since`, with the syncs that followed each.
-    pub async fn nightly_syncs(&self, schedule: &str, since: Timestamp) -> Result<Vec<NightlySync>> {
-        const SQL: &str = "
-            SELECT c.fire_at, c.claimed_at, c.jobs_enqueued,
-                (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
-                  WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'instagram'
-                    AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3) AS instagram_syncs,
-                (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
-                  WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'tiktok'
-                    AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3) AS tiktok_syncs,
-                (SELECT MAX(r.finished_at) FROM job_runs r
-                  WHERE r.queue = 'sync' AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3) AS last_finished
-            FROM cron_runs c WHERE c.schedule = $1 AND c.fire_at >= $2 ORDER BY c.fire_at";
-        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(schedule).bind(since).bind(DAY_MS).fetch_all(p).await?))
     }
 
     /// Sync jobs waiting (pending or scheduled) per platform: the pacing gates' backlog.

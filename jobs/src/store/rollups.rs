@@ -1,0 +1,187 @@
+//! Roll-ups: the Health page's and the overview's long figures, kept after the raw rows they
+//! are computed from are pruned.
+//!
+//! Finished attempts are rolled up per hour and queue into `job_run_hours` by the pruner,
+//! whole hours at a time, in the transaction that moves the `job_runs_rolled_up` mark; every
+//! read takes the roll-up below the mark and the raw `job_runs` rows at or above it, in one
+//! statement (one snapshot), so a figure is the same before and after its rows are rolled up
+//! and pruned. A nightly sync firing's figures are fixed in `nightly_sync_rollups` once its
+//! day is over. Accounts that become inactive are counted by a trigger as it happens
+//! (`ops_counters`, [`INACTIVE_COUNTER`]).
+
+use super::{Result, Store};
+use crate::time::Timestamp;
+
+/// The `retention_marks` name of the hour up to which `job_runs` are rolled up.
+pub const ROLLED_UP: &str = "job_runs_rolled_up";
+
+/// The `ops_counters` name of accounts that left `active` (counted by a trigger).
+pub const INACTIVE_COUNTER: &str = "accounts_inactive";
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The roll-up mark, as SQL: rows finished before it are read from `job_run_hours`.
+macro_rules! upto {
+    () => {
+        "(SELECT COALESCE(MAX(upto), 0) FROM retention_marks WHERE name = 'job_runs_rolled_up')"
+    };
+}
+
+/// One attempt's contribution to each roll-up column, as SQL over `job_runs` (named s, r, d, l).
+macro_rules! counts {
+    () => {
+        "CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END AS s, CASE WHEN outcome = 'retrying' THEN 1 ELSE 0 END AS r,
+         CASE WHEN outcome = 'dead' THEN 1 ELSE 0 END AS d, CASE WHEN error_class = 'rate_limited' THEN 1 ELSE 0 END AS l"
+    };
+}
+
+/// A nightly firing's figures from the raw rows, as SQL over `cron_runs c` (`$3`: a day).
+macro_rules! nightly {
+    () => {
+        "c.fire_at, c.claimed_at, c.jobs_enqueued,
+        (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
+          WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'instagram'
+            AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3),
+        (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
+          WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'tiktok'
+            AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3),
+        (SELECT MAX(r.finished_at) FROM job_runs r
+          WHERE r.queue = 'sync' AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3)"
+    };
+}
+
+/// One day of one queue's finished attempts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DayOutcomes {
+    pub day: Timestamp,
+    pub succeeded: i64,
+    pub retrying: i64,
+    pub dead: i64,
+    /// Failed attempts the platform rate-limited.
+    pub rate_limited: i64,
+}
+
+/// One firing of the nightly sync sweep and how its syncs went.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct NightlySync {
+    pub fire_at: Timestamp,
+    /// When the sweep ran (a caught-up firing runs later than it was due).
+    pub claimed_at: Timestamp,
+    pub jobs_enqueued: Option<i64>,
+    /// Syncs started within the day after the sweep ran, per platform, and when the last ended.
+    pub instagram_syncs: i64,
+    pub tiktok_syncs: i64,
+    pub last_finished: Option<Timestamp>,
+}
+
+impl Store {
+    /// Finished attempts of `queue` per day since `since` (a day's start).
+    pub async fn outcomes_per_day(&self, queue: &str, since: Timestamp) -> Result<Vec<DayOutcomes>> {
+        const SQL: &str = concat!(
+            "SELECT (at / 86400000) * 86400000, CAST(SUM(s) AS BIGINT), CAST(SUM(r) AS BIGINT), CAST(SUM(d) AS BIGINT), CAST(SUM(l) AS BIGINT)
+             FROM (
+                SELECT hour AS at, succeeded AS s, retrying AS r, dead AS d, rate_limited AS l FROM job_run_hours
+                WHERE queue = $1 AND hour >= $2 AND hour < ", upto!(), "
+                UNION ALL
+                SELECT finished_at, ", counts!(), " FROM job_runs
+                WHERE queue = $1 AND finished_at >= $2 AND finished_at >= ", upto!(), "
+             ) t GROUP BY 1 ORDER BY 1");
+        let rows: Vec<(i64, i64, i64, i64, i64)> = on_pool!(self, p => sqlx::query_as(SQL).bind(queue).bind(since).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(|(day, succeeded, retrying, dead, rate_limited)| DayOutcomes { day: Timestamp(day), succeeded, retrying, dead, rate_limited })
+            .collect())
+    }
+
+    /// Finished attempts of every queue per day since `since` (a day's start): (day,
+    /// succeeded, failed — retrying or dead).
+    pub async fn attempts_per_day(&self, since: Timestamp) -> Result<Vec<(Timestamp, i64, i64)>> {
+        const SQL: &str = concat!(
+            "SELECT (at / 86400000) * 86400000, CAST(SUM(s) AS BIGINT), CAST(SUM(r + d) AS BIGINT) FROM (
+                SELECT hour AS at, succeeded AS s, retrying AS r, dead AS d, rate_limited AS l FROM job_run_hours
+                WHERE hour >= $1 AND hour < ", upto!(), "
+                UNION ALL
+                SELECT finished_at, ", counts!(), " FROM job_runs
+                WHERE finished_at >= $1 AND finished_at >= ", upto!(), "
+             ) t GROUP BY 1 ORDER BY 1");
+        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(since).fetch_all(p).await?))
+    }
+
+    /// Platform rate limits met by any queue, per hour since `since`: (hour, count).
+    pub async fn platform_429s_per_hour(&self, since: Timestamp) -> Result<Vec<(Timestamp, i64)>> {
+        const SQL: &str = concat!(
+            "SELECT hour, CAST(SUM(n) AS BIGINT) FROM (
+                SELECT hour, rate_limited AS n FROM job_run_hours WHERE rate_limited > 0 AND hour >= $1 AND hour < ", upto!(), "
+                UNION ALL
+                SELECT (finished_at / 3600000) * 3600000, 1 FROM job_runs
+                WHERE error_class = 'rate_limited' AND finished_at >= $1 AND finished_at >= ", upto!(), "
+             ) t GROUP BY 1 ORDER BY 1");
+        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(since).fetch_all(p).await?))
+    }
+
+    /// The nightly sync sweeps fired since `since`, with the syncs that followed each: fixed
+    /// figures for the firings whose day is over and rolled up, live ones for the rest.
+    pub async fn nightly_syncs(&self, schedule: &str, since: Timestamp) -> Result<Vec<NightlySync>> {
+        const SQL: &str = concat!(
+            "SELECT fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished FROM nightly_sync_rollups
+             WHERE schedule = $1 AND fire_at >= $2
+             UNION ALL
+             SELECT ", nightly!(), " FROM cron_runs c WHERE c.schedule = $1 AND c.fire_at >= $2
+               AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)
+             ORDER BY 1");
+        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(schedule).bind(since).bind(DAY_MS).fetch_all(p).await?))
+    }
+
+    /// Rolls finished attempts up, whole hours from the mark to `upto` (rounded down to an
+    /// hour), a day per transaction, each moving the mark with it; returns the hours rolled up. A pass cut off loses nothing: the mark is where its last commit left it.
+    pub async fn roll_up_job_runs(&self, upto: Timestamp) -> Result<u64> {
+        const NEXT: &str = "SELECT MIN(finished_at) FROM job_runs WHERE finished_at >= $1";
+        const ROLL: &str = concat!(
+            "INSERT INTO job_run_hours (hour, queue, succeeded, retrying, dead, rate_limited)
+             SELECT (at / 3600000) * 3600000, queue, SUM(s), SUM(r), SUM(d), SUM(l) FROM (
+                SELECT finished_at AS at, queue, ", counts!(), " FROM job_runs WHERE finished_at >= $1 AND finished_at < $2
+             ) t WHERE true GROUP BY 1, 2
+             ON CONFLICT (hour, queue) DO UPDATE SET succeeded = excluded.succeeded, retrying = excluded.retrying,
+                dead = excluded.dead, rate_limited = excluded.rate_limited");
+        // Never backwards: two overlapping passes each leave the later mark.
+        const MARK: &str = "INSERT INTO retention_marks (name, upto) VALUES ($1, $2)
+            ON CONFLICT (name) DO UPDATE SET upto = CASE WHEN excluded.upto > retention_marks.upto THEN excluded.upto ELSE retention_marks.upto END";
+        let upto = upto.millis() - upto.millis().rem_euclid(HOUR_MS);
+        let mut from = self.retention_mark(ROLLED_UP).await?.map_or(0, Timestamp::millis);
+        let mut hours = 0;
+        while from < upto {
+            // Skip straight to the next hour with a record: history may start long after 1970.
+            let next: Option<i64> = on_pool!(self, p => sqlx::query_scalar(NEXT).bind(from).fetch_one(p).await?);
+            let start = next.filter(|n| *n < upto).map_or(upto, |n| from.max(n - n.rem_euclid(HOUR_MS)));
+            let to = (start + DAY_MS).min(upto);
+            write_tx!(self, tx => {
+                sqlx::query(ROLL).bind(start).bind(to).execute(&mut *tx).await?;
+                sqlx::query(MARK).bind(ROLLED_UP).bind(to).execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+            hours += ((to - start) / HOUR_MS) as u64;
+            from = to;
+        }
+        Ok(hours)
+    }
+
+    /// Fixes the figures of `schedule`'s firings claimed before `closed_before`; returns how many.
+    pub async fn roll_up_nightly_syncs(&self, schedule: &str, closed_before: Timestamp) -> Result<u64> {
+        const SQL: &str = concat!(
+            "INSERT INTO nightly_sync_rollups (fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished, schedule)
+             SELECT ", nightly!(), ", c.schedule FROM cron_runs c WHERE c.schedule = $1 AND c.claimed_at < $2
+               AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)
+             ON CONFLICT (schedule, fire_at) DO NOTHING");
+        Ok(on_pool!(self, p => sqlx::query(SQL).bind(schedule).bind(closed_before).bind(DAY_MS).execute(p).await?.rows_affected()))
+    }
+
+    /// Deletes roll-ups of hours and firings before `before`.
+    pub async fn prune_rollups(&self, before: Timestamp) -> Result<u64> {
+        let mut n = 0;
+        for sql in ["DELETE FROM job_run_hours WHERE hour < $1", "DELETE FROM nightly_sync_rollups WHERE fire_at < $1"] {
+            n += on_pool!(self, p => sqlx::query(sql).bind(before).execute(p).await?.rows_affected());
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,207 @@
+//! Roll-ups on PostgreSQL and on SQLite from one body: the Health page's and the overview's
+//! figures read the same after the pruner has rolled the raw records up and deleted them.
+
+use std::time::Duration;
+
+use jobs::{
+    AccountId, AccountStatus, Aad, Platform, Secret, Store, Timestamp, Vault, VaultKey,
+    retention::{self, Retention},
+    store::{INACTIVE_COUNTER, JobOutcome, JobRunEnding, JobRunStart, NewAccount},
+    sweeps::SYNC_SWEEP,
+};
+use testkit::both_backends;
+
+const DAY: Duration = Duration::from_secs(86_400);
+const HOUR: Duration = Duration::from_secs(3_600);
+
+async fn account(store: &Store, platform: Platform, puid: &str, now: Timestamp) -> AccountId {
+    let v = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
+    let a = NewAccount {
+        user_id: "u1".into(),
+        platform,
+        platform_user_id: puid.into(),
+        username: puid.into(),
+        display_name: None,
+        scopes: String::new(),
+        access_token: v.seal(&Aad::account(platform, puid, "access_token"), &Secret::from("act")),
+        refresh_token: None,
+        access_expires_at: now.plus(DAY),
+        refresh_expires_at: None,
+        next_refresh_at: None,
+    };
+    store.upsert_account(&a, now).await.unwrap().id
+}
+
+/// One finished attempt to record.
+struct Run {
+    queue: &'static str,
+    account: AccountId,
+    start: Timestamp,
+    took: Duration,
+    outcome: JobOutcome,
+    rate_limited: bool,
+}
+
+async fn record(store: &Store, runs: &[Run]) {
+    let ids: Vec<String> = (0..runs.len()).map(|i| format!("job-{i}")).collect();
+    let ends: Vec<JobRunEnding> = runs
+        .iter()
+        .map(|r| JobRunEnding {
+            outcome: r.outcome,
+            error_class: r.rate_limited.then(|| "rate_limited".into()),
+            error: None,
+            at: r.start.plus(r.took),
+        })
+        .collect();
+    let rows: Vec<_> = runs
+        .iter()
+        .zip(&ids)
+        .zip(&ends)
+        .map(|((r, id), end)| (JobRunStart { queue: r.queue, job_id: id, account_id: Some(r.account), attempt: 1, worker: "w" }, r.start, Some(end)))
+        .collect();
+    store.record_job_runs(&rows).await.unwrap();
+}
+
+/// Everything the Health page and the overview's daily chart show since `since`.
+#[derive(Debug, PartialEq)]
+struct Figures {
+    refresh: Vec<jobs::store::DayOutcomes>,
+    sync: Vec<jobs::store::DayOutcomes>,
+    per_day: Vec<(Timestamp, i64, i64)>,
+    limited: Vec<(Timestamp, i64)>,
+    nightly: Vec<jobs::store::NightlySync>,
+}
+
+async fn figures(store: &Store, since: Timestamp) -> Figures {
+    Figures {
+        refresh: store.outcomes_per_day("refresh", since).await.unwrap(),
+        sync: store.outcomes_per_day("sync", since).await.unwrap(),
+        per_day: store.attempts_per_day(since).await.unwrap(),
+        limited: store.platform_429s_per_hour(since).await.unwrap(),
+        nightly: store.nightly_syncs(SYNC_SWEEP, since).await.unwrap(),
+    }
+}
+
+async fn run_count(store: &Store) -> i64 {
+    let sql = "SELECT COUNT(*) FROM job_runs";
+    match store.pool() {
+        jobs::store::Pool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        jobs::store::Pool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+    }
+}
+
+both_backends! {
+    async fn figures_are_the_same_after_their_records_are_pruned(db: TestDb) {
+        let s = &db.store;
+        let now = Timestamp::now();
+        let ig = account(s, Platform::Instagram, "ig", now).await;
+        let tt = account(s, Platform::Tiktok, "tt", now).await;
+        // 40 days of history, varied per day: refreshes (some dead, some rate-limited) across
+        // the day, and a nightly sync firing at 03:00 with its syncs on both platforms.
+        let mut runs = vec![];
+        for d in 1..=40u32 {
+            let day = now.minus(DAY * d).day_start();
+            for h in 0..(d % 4 + 2) {
+                let outcome = [JobOutcome::Succeeded, JobOutcome::Retrying, JobOutcome::Dead, JobOutcome::Succeeded][(h + d) as usize % 4];
+                let account = if h % 2 == 0 { ig } else { tt };
+                runs.push(Run { queue: "refresh", account, start: day.plus(HOUR * (h * 5)), took: Duration::from_millis(300), outcome, rate_limited: outcome != JobOutcome::Succeeded && d % 3 == 0 });
+            }
+            let fire_at = day.plus(HOUR * 3);
+            let claimed = fire_at.plus(Duration::from_secs(2));
+            assert!(s.claim_cron_run(SYNC_SWEEP, fire_at, "w", claimed).await.unwrap());
+            s.finish_cron_run(SYNC_SWEEP, fire_at, Some(i64::from(d % 5 + 1)), "succeeded", None, claimed.plus(Duration::from_secs(1))).await.unwrap();
+            for i in 0..(d % 5 + 1) {
+                let account = if i % 3 == 0 { tt } else { ig };
+                let outcome = if i == 4 { JobOutcome::Retrying } else { JobOutcome::Succeeded };
+                runs.push(Run { queue: "sync", account, start: claimed.plus(Duration::from_secs(u64::from(i) * 2)), took: Duration::from_secs(u64::from(d)), outcome, rate_limited: outcome == JobOutcome::Retrying });
+            }
+        }
+        // And the last minutes, not yet rolled up.
+        runs.push(Run { queue: "sync", account: ig, start: now.minus(Duration::from_secs(120)), took: Duration::from_secs(1), outcome: JobOutcome::Succeeded, rate_limited: false });
+        runs.push(Run { queue: "refresh", account: tt, start: now.minus(Duration::from_secs(60)), took: Duration::from_secs(1), outcome: JobOutcome::Retrying, rate_limited: true });
+        record(s, &runs).await;
+
+        let since = now.minus(DAY * 45).day_start();
+        let raw = figures(s, since).await;
+        assert_eq!(raw.nightly.len(), 40, "{:?}", raw.nightly);
+        assert!(raw.refresh.iter().any(|d| d.dead > 0 && d.rate_limited > 0), "{:?}", raw.refresh);
+        let before = run_count(s).await;
+
+        let report = retention::prune(s, &Retention::default(), now, retention::BATCH).await.unwrap();
+        let pruned = report.removed["job_runs"];
+        assert!(pruned > 0, "runs older than 30 days go: {report:?}");
+        assert_eq!(run_count(s).await, before - pruned as i64);
+        assert!(s.retention_mark(jobs::store::ROLLED_UP).await.unwrap().is_some_and(|m| m > now.minus(HOUR * 2)));
+        assert_eq!(figures(s, since).await, raw, "the roll-ups give what the raw records gave");
+
+        // A later pass prunes more and still changes no figure; an attempt that ends now counts.
+        let later = now.plus(DAY);
+        let report = retention::prune(s, &Retention::default(), later, retention::BATCH).await.unwrap();
+        assert!(report.removed["job_runs"] > 0, "{report:?}");
+        assert_eq!(figures(s, since).await, raw);
+        record(s, &[Run { queue: "refresh", account: ig, start: later, took: Duration::from_secs(1), outcome: JobOutcome::Dead, rate_limited: false }]).await;
+        let today = s.outcomes_per_day("refresh", later.day_start()).await.unwrap();
+        let raw_today = raw.refresh.iter().find(|d| d.day == later.day_start()).copied().unwrap_or_default();
+        assert_eq!(today.last().map(|d| d.dead), Some(raw_today.dead + 1), "{today:?}");
+    }
+
+    async fn runs_not_yet_rolled_up_are_never_pruned(db: TestDb) {
+        let s = &db.store;
+        let now = Timestamp::now();
+        let ig = account(s, Platform::Instagram, "ig", now).await;
+        record(s, &[Run { queue: "sync", account: ig, start: now.minus(HOUR * 2), took: Duration::from_secs(1), outcome: JobOutcome::Succeeded, rate_limited: false }]).await;
+        // Runs kept only an hour: the last 25 hours' records still stay, for the roll-ups.
+        let keep = Retention { job_runs: Some(HOUR), ..Retention::default() };
+        let report = retention::prune(s, &keep, now, retention::BATCH).await.unwrap();
+        assert_eq!(report.removed["job_runs"], 0, "{report:?}");
+        let report = retention::prune(s, &keep, now.plus(DAY * 2), retention::BATCH).await.unwrap();
+        assert_eq!(report.removed["job_runs"], 1, "{report:?}");
+        let rolled = s.outcomes_per_day("sync", now.minus(DAY).day_start()).await.unwrap();
+        assert_eq!(rolled.iter().map(|d| d.succeeded).sum::<i64>(), 1, "{rolled:?}");
+    }
+
+    async fn accounts_that_became_inactive_are_counted_when_they_do(db: TestDb) {
+        let s = &db.store;
+        let now = Timestamp::now();
+        let mut ids = vec![];
+        for i in 0..9 {
+            ids.push(account(s, if i % 2 == 0 { Platform::Instagram } else { Platform::Tiktok }, &format!("a{i}"), now.minus(DAY * 60)).await);
+        }
+        // Seven leave active at times spread over eight weeks, in three ways; two stay active.
+        let statuses = [AccountStatus::ReauthRequired, AccountStatus::Revoked, AccountStatus::Disconnected];
+        for (i, id) in ids.iter().take(7).enumerate() {
+            let at = now.minus(DAY * (i as u32 * 8 + 1));
+            assert!(s.set_account_status(*id, statuses[i % 3], at).await.unwrap());
+            // Setting an inactive status again is no new departure.
+            s.set_account_status(*id, statuses[i % 3], at.plus(HOUR)).await.unwrap();
+        }
+        let since = now.minus(DAY * 70).week_start();
+        let mut raw: Vec<(Timestamp, i64)> = vec![];
+        for id in &ids {
+            let a = s.account(*id).await.unwrap().unwrap();
+            if a.status != AccountStatus::Active {
+                let w = a.status_changed_at.week_start();
+                match raw.iter_mut().find(|(at, _)| *at == w) {
+                    Some((_, n)) => *n += 1,
+                    None => raw.push((w, 1)),
+                }
+            }
+        }
+        raw.sort();
+        let mut counted: Vec<(Timestamp, i64)> = vec![];
+        for (hour, n) in s.counter_hours(INACTIVE_COUNTER, since).await.unwrap() {
+            match counted.last_mut() {
+                Some((w, total)) if *w == hour.week_start() => *total += n,
+                _ => counted.push((hour.week_start(), n)),
+            }
+        }
+        assert_eq!(raw.iter().map(|(_, n)| n).sum::<i64>(), 7);
+        assert_eq!(counted, raw, "the counter per week is the accounts per week of their change");
+        // Reconnected and gone again: two departures, where the account's row shows one.
+        let back = account(s, Platform::Instagram, "a0", now).await;
+        assert_eq!(back, ids[0]);
+        assert!(s.set_account_status(back, AccountStatus::Revoked, now).await.unwrap());
+        let total: i64 = s.counter_hours(INACTIVE_COUNTER, since).await.unwrap().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 8);
+    }
+}
