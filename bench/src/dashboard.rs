@@ -40,25 +40,7 @@ pub async fn run(jobs: i64) -> Vec<Figure> {
     .expect("accounts seeded");
     sqlx::query("VACUUM ANALYZE").execute(&pool).await.expect("vacuumed");
 
-    let sandbox = testkit::platform::SandboxServer::start().await;
-    let cx = testkit::job_context(&store, &sandbox.platforms(Duration::from_secs(5)));
-    let config = DashboardConfig {
-        access: Access::Open,
-        session_key: [3; 32],
-        read_only: false,
-        secure_cookies: false,
-        schedules: vec![
-            ScheduleConfig { name: jobs::sweeps::REFRESH_SWEEP, expr: "0 2 * * *".into() },
-            ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: "0 3 * * *".into() },
-        ],
-        timezone: chrono_tz::Tz::UTC,
-        sweep_chunk: jobs::sweeps::CHUNK,
-        live_every: TICK,
-    };
-    let app = Route::new().nest(dashboard::BASE, dashboard::routes(Dashboard::new(cx, config, None))).boxed();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let base = format!("http://{}/dashboard", listener.local_addr().expect("bound"));
-    tokio::spawn(async move { Server::new_with_acceptor(TcpAcceptor::from_tokio(listener).expect("a listener")).run(app).await });
+    let (base, _sandbox) = serve(&store, TICK).await;
     let http = reqwest::Client::new();
     let get = |path: String| {
         let (http, url) = (http.clone(), format!("{base}{path}"));
@@ -99,6 +81,32 @@ pub async fn run(jobs: i64) -> Vec<Figure> {
     }
     drop(db);
     figures
+}
+
+/// The dashboard on `store`, open, on a port of its own: its base URL (and the sandbox its
+/// context needs, to keep alive). `live_every`: how old the overview's shared frame may be.
+pub(crate) async fn serve(store: &jobs::Store, live_every: Duration) -> (String, testkit::platform::SandboxServer) {
+    let sandbox = testkit::platform::SandboxServer::start().await;
+    let cx = testkit::job_context(store, &sandbox.platforms(Duration::from_secs(5)));
+    let config = DashboardConfig {
+        access: Access::Open,
+        session_key: [3; 32],
+        read_only: false,
+        secure_cookies: false,
+        schedules: vec![
+            ScheduleConfig { name: jobs::sweeps::REFRESH_SWEEP, expr: "0 2 * * *".into() },
+            ScheduleConfig { name: jobs::sweeps::SYNC_SWEEP, expr: "0 3 * * *".into() },
+            ScheduleConfig { name: jobs::retention::PRUNE, expr: "*/10 * * * *".into() },
+        ],
+        timezone: chrono_tz::Tz::UTC,
+        sweep_chunk: jobs::sweeps::CHUNK,
+        live_every,
+    };
+    let app = Route::new().nest(dashboard::BASE, dashboard::routes(Dashboard::new(cx, config, None))).boxed();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let base = format!("http://{}/dashboard", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { Server::new_with_acceptor(TcpAcceptor::from_tokio(listener).expect("a listener")).run(app).await });
+    (base, sandbox)
 }
 
 fn figure(page: &str, value: Duration, baseline: Duration, jobs: i64) -> Figure {

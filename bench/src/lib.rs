@@ -10,6 +10,9 @@
 //! - [`memory`]: an idle worker's resident memory; baseline the same binary serving the sandbox.
 //! - [`throughput`]: N no-op jobs enqueued and processed at concurrency C; baselines bare
 //!   apalis-postgres, default and with claim batch 100.
+//! - [`graphile`]: socialsync's no-op throughput beside graphile-worker 0.18 tuned, interleaved.
+//! - [`history`]: a month of history for N accounts by SQL, one pruner pass: rows and bytes per
+//!   table, and claim, enqueue and dashboard latencies at day 30 against day 1.
 //! - [`orphans`]: SIGKILL a worker running N syncs, until all run elsewhere; baseline starting N fresh.
 //! - [`pacing`]: 3 workers × 16 syncing against the sandbox at 50 ms spacing; baseline the bound.
 //! - [`api`]: requests per second and latency of the status read and sync request under `wrk`;
@@ -24,6 +27,8 @@ use testkit::{Backend, TestDb};
 pub mod api;
 pub mod dashboard;
 pub mod fanout;
+pub mod graphile;
+pub mod history;
 pub mod memory;
 pub mod orphans;
 pub mod pacing;

@@ -46,6 +46,8 @@ enum Which {
     Orphans,
     Pacing,
     Throughput,
+    Graphile,
+    History,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +96,17 @@ async fn main() {
             println!("{}", f.row());
         }
     }
+    if want(Which::Graphile) {
+        let (sizes, concurrencies, rounds): (&[usize], &[usize], usize) = match args.size {
+            Size::Tiny => (&[200], &[4], 1),
+            _ => (&[20_000, 200_000], &[16, 64], 2),
+        };
+        let sizes = args.jobs.as_ref().map_or(sizes, std::slice::from_ref);
+        let concurrencies = args.concurrency.as_ref().map_or(concurrencies, std::slice::from_ref);
+        for f in bench::graphile::run(sizes, concurrencies, rounds).await {
+            println!("{}", f.row());
+        }
+    }
     if want(Which::Pacing) {
         for f in bench::pacing::run(args.jobs.unwrap_or(if full { 2000 } else { 10 }), args.pacing_spacing_ms, args.pacing_margin_ms).await {
             println!("{}", f.row());
@@ -101,6 +114,11 @@ async fn main() {
     }
     if want(Which::Api) {
         for f in bench::api::run(if full { 10 } else { 1 }).await {
+            println!("{}", f.row());
+        }
+    }
+    if want(Which::History) {
+        for f in bench::history::run(if full { 100_000 } else { 200 }).await {
             println!("{}", f.row());
         }
     }

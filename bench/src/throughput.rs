@@ -214,7 +214,12 @@ async fn bare(n: usize, concurrency: usize, bare: Bare) -> (Duration, Duration) 
     (enqueued, processed)
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
+/// socialsync's processing time for `n` no-op jobs at `concurrency`, on a fresh database.
+pub(crate) async fn socialsync_no_op(n: usize, concurrency: usize) -> Duration {
+    socialsync(n, concurrency, Work::NoOp).await.1
+}
+
+pub(crate) fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
