@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use jobs::{
-    AccountId, Aad, Platform, Secret, Store, Timestamp, Vault, VaultKey,
+    AccountId, Platform, Store, Timestamp,
     retention::{self, Retention},
-    store::{JobRunEnding, JobOutcome, JobRunStart, NewAccount, NewNotification, Pool, ProcessBeat, Snapshot},
+    store::{JobRunEnding, JobOutcome, JobRunStart, NewNotification, Pool, ProcessBeat, Snapshot},
     sync::{self, SyncReason},
 };
 use testkit::both_backends;
@@ -112,25 +112,6 @@ async fn job_exists(store: &Store, id: &str) -> bool {
     store.job_row(id).await.unwrap().is_some()
 }
 
-async fn account(store: &Store, puid: &str) -> AccountId {
-    let v = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
-    let p = Platform::Tiktok;
-    let now = Timestamp::now();
-    let a = NewAccount {
-        user_id: "u1".into(),
-        platform: p,
-        platform_user_id: puid.into(),
-        username: puid.into(),
-        display_name: None,
-        scopes: String::new(),
-        access_token: v.seal(&Aad::account(p, puid, "access_token"), &Secret::from("act")),
-        refresh_token: None,
-        access_expires_at: now.plus(DAY),
-        refresh_expires_at: None,
-        next_refresh_at: None,
-    };
-    store.upsert_account(&a, now).await.unwrap().id
-}
 
 /// A run record of job `job` started at `start`, finished at `end` (open if `None`).
 async fn run_record(store: &Store, job: &str, start: Timestamp, end: Option<Timestamp>) -> i64 {
@@ -247,8 +228,8 @@ both_backends! {
         let s = &db.store;
         let now = Timestamp::now();
         let today = Timestamp(now.millis() - now.millis().rem_euclid(DAY.as_millis() as i64));
-        let a = account(s, "thin").await;
-        let b = account(s, "other").await;
+        let a = testkit::account(s, Platform::Tiktok, "thin", Timestamp::now()).await;
+        let b = testkit::account(s, Platform::Tiktok, "other", Timestamp::now()).await;
         let at = |days: u32, hour: u64| today.minus(DAY * days).plus(Duration::from_secs(hour * 3600));
         let taken = [
             (a, at(40, 1)), (a, at(40, 9)), (a, at(40, 17)), // thinned to the 17:00 one

@@ -4,33 +4,15 @@
 use std::time::Duration;
 
 use jobs::{
-    AccountId, AccountStatus, Aad, Platform, Secret, Store, Timestamp, Vault, VaultKey,
+    AccountId, AccountStatus, Platform, Store, Timestamp,
     retention::{self, Retention},
-    store::{INACTIVE_COUNTER, JobOutcome, JobRunEnding, JobRunStart, NewAccount},
+    store::{INACTIVE_COUNTER, JobOutcome, JobRunEnding, JobRunStart},
     sweeps::SYNC_SWEEP,
 };
-use testkit::both_backends;
+use testkit::{account, both_backends};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const HOUR: Duration = Duration::from_secs(3_600);
-
-async fn account(store: &Store, platform: Platform, puid: &str, now: Timestamp) -> AccountId {
-    let v = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
-    let a = NewAccount {
-        user_id: "u1".into(),
-        platform,
-        platform_user_id: puid.into(),
-        username: puid.into(),
-        display_name: None,
-        scopes: String::new(),
-        access_token: v.seal(&Aad::account(platform, puid, "access_token"), &Secret::from("act")),
-        refresh_token: None,
-        access_expires_at: now.plus(DAY),
-        refresh_expires_at: None,
-        next_refresh_at: None,
-    };
-    store.upsert_account(&a, now).await.unwrap().id
-}
 
 /// One finished attempt to record.
 struct Run {

@@ -129,6 +129,26 @@ pub async fn all_accounts(store: &Store, ids: &[jobs::AccountId], pred: impl Fn(
 }
 
 /// The configuration a process under test would get for `url`.
+/// Connects (or reconnects) an account of `platform` with platform user id and username
+/// `puid` for user `u1`, at `now`, its access token sealed with a throw-away key.
+pub async fn account(store: &Store, platform: jobs::Platform, puid: &str, now: jobs::Timestamp) -> jobs::AccountId {
+    let v = jobs::Vault::new(jobs::VaultKey::parse(jobs::VaultKey::generate().expose()).unwrap(), vec![]);
+    let a = jobs::store::NewAccount {
+        user_id: "u1".into(),
+        platform,
+        platform_user_id: puid.into(),
+        username: puid.into(),
+        display_name: None,
+        scopes: String::new(),
+        access_token: v.seal(&jobs::Aad::account(platform, puid, "access_token"), &Secret::from("act")),
+        refresh_token: None,
+        access_expires_at: now.plus(Duration::from_secs(86_400)),
+        refresh_expires_at: None,
+        next_refresh_at: None,
+    };
+    store.upsert_account(&a, now).await.unwrap().id
+}
+
 pub fn db_config(url: &str) -> DatabaseConfig {
     DatabaseConfig {
         url: Secret::from(url),
