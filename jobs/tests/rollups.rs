@@ -106,6 +106,16 @@ both_backends! {
         let since = now.minus(DAY * 45).day_start();
         let raw = figures(s, since).await;
         assert_eq!(raw.nightly.len(), 40, "{:?}", raw.nightly);
+        // (The sync of the last minutes falls in yesterday's firing's day before 03:02 UTC.)
+        for n in raw.nightly.iter().filter(|n| n.claimed_at.plus(DAY) < now.minus(Duration::from_secs(180))) {
+            let d = ((now.day_start().millis() - n.fire_at.day_start().millis()) / 86_400_000) as u32;
+            let syncs = d % 5 + 1;
+            let ig = (0..syncs).filter(|i| i % 3 != 0 && *i != 4).count() as i64;
+            let tt = (0..syncs).filter(|i| i % 3 == 0 && *i != 4).count() as i64;
+            assert_eq!((n.instagram_syncs, n.tiktok_syncs, n.jobs_enqueued), (ig, tt, Some(i64::from(syncs))), "day -{d}: {n:?}");
+            let last = n.claimed_at.plus(Duration::from_secs(u64::from(syncs - 1) * 2 + u64::from(d)));
+            assert_eq!(n.last_finished, Some(last), "day -{d}");
+        }
         assert!(raw.refresh.iter().any(|d| d.dead > 0 && d.rate_limited > 0), "{:?}", raw.refresh);
         let before = run_count(s).await;
 

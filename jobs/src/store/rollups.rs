@@ -36,18 +36,19 @@ macro_rules! counts {
     };
 }
 
-/// A nightly firing's figures from the raw rows, as SQL over `cron_runs c` (`$3`: a day).
+/// A nightly firing's figures from the raw rows, as SQL over `cron_runs c` joined to its day's
+/// sync runs (`$3`: a day) and their accounts, grouped by firing: one scan of the day's runs
+/// (three correlated subqueries, one per figure, read them three times: 271 ms at 100 000
+/// accounts). Follow with `GROUP BY c.schedule, c.fire_at, c.claimed_at, c.jobs_enqueued`.
 macro_rules! nightly {
     () => {
         "c.fire_at, c.claimed_at, c.jobs_enqueued,
-        (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
-          WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'instagram'
-            AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3),
-        (SELECT COUNT(*) FROM job_runs r JOIN social_accounts a ON a.id = r.account_id
-          WHERE r.queue = 'sync' AND r.outcome = 'succeeded' AND a.platform = 'tiktok'
-            AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3),
-        (SELECT MAX(r.finished_at) FROM job_runs r
-          WHERE r.queue = 'sync' AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3)"
+            SUM(CASE WHEN r.outcome = 'succeeded' AND a.platform = 'instagram' THEN 1 ELSE 0 END) AS instagram_syncs,
+            SUM(CASE WHEN r.outcome = 'succeeded' AND a.platform = 'tiktok' THEN 1 ELSE 0 END) AS tiktok_syncs,
+            MAX(r.finished_at) AS last_finished
+         FROM cron_runs c
+         LEFT JOIN job_runs r ON r.queue = 'sync' AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3
+         LEFT JOIN social_accounts a ON a.id = r.account_id"
     };
 }
 
@@ -127,8 +128,9 @@ impl Store {
             "SELECT fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished FROM nightly_sync_rollups
              WHERE schedule = $1 AND fire_at >= $2
              UNION ALL
-             SELECT ", nightly!(), " FROM cron_runs c WHERE c.schedule = $1 AND c.fire_at >= $2
+             SELECT ", nightly!(), " WHERE c.schedule = $1 AND c.fire_at >= $2
                AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)
+             GROUP BY c.schedule, c.fire_at, c.claimed_at, c.jobs_enqueued
              ORDER BY 1");
         Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(schedule).bind(since).bind(DAY_MS).fetch_all(p).await?))
     }
@@ -169,9 +171,10 @@ impl Store {
     /// Fixes the figures of `schedule`'s firings claimed before `closed_before`; returns how many.
     pub async fn roll_up_nightly_syncs(&self, schedule: &str, closed_before: Timestamp) -> Result<u64> {
         const SQL: &str = concat!(
-            "INSERT INTO nightly_sync_rollups (fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished, schedule)
-             SELECT ", nightly!(), ", c.schedule FROM cron_runs c WHERE c.schedule = $1 AND c.claimed_at < $2
+            "INSERT INTO nightly_sync_rollups (schedule, fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished)
+             SELECT c.schedule, ", nightly!(), " WHERE c.schedule = $1 AND c.claimed_at < $2
                AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)
+             GROUP BY c.schedule, c.fire_at, c.claimed_at, c.jobs_enqueued
              ON CONFLICT (schedule, fire_at) DO NOTHING");
         Ok(on_pool!(self, p => sqlx::query(SQL).bind(schedule).bind(closed_before).bind(DAY_MS).execute(p).await?.rows_affected()))
     }
