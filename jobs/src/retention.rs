@@ -4,7 +4,9 @@
 //! fleet-wide like the sweeps, so one process prunes at a time. It deletes in bounded batches
 //! (see `store::prune`), a short transaction each, table after table; a pass cut off anywhere
 //! leaves only less deleted, which the next one finishes. Frequent passes keep each one small:
-//! ten minutes of a 100 000-account platform's history is a few thousand rows a table.
+//! ten minutes of a 100 000-account platform's history is a few thousand rows a table. Each
+//! pass first rolls the run records up (`store::rollups`), so the figures ops read for 90 days
+//! outlive the 30 days of records.
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
