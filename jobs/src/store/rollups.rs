@@ -4,8 +4,8 @@
 //! Finished attempts are rolled up per hour and queue into `job_run_hours` by the pruner,
 //! whole hours at a time, in the transaction that moves the `job_runs_rolled_up` mark; every
 //! read takes the roll-up below the mark and the raw `job_runs` rows at or above it, so a
-//! figure is the same before and after its rows are rolled up and pruned. A nightly sync firing's figures are fixed in `nightly_sync_rollups` once its
-//! day is over. Accounts that become inactive are counted by a trigger as it happens
+//! figure is the same before and after its rows are rolled up and pruned. A nightly sync
+//! firing's figures are fixed in `nightly_sync_rollups` once its day is over. Accounts that become inactive are counted by a trigger as it happens
 //! (`ops_counters`, [`INACTIVE_COUNTER`]).
 
 use super::{Result, Store};
@@ -141,7 +141,8 @@ impl Store {
     }
 
     /// Rolls finished attempts up, whole hours from the mark to `upto` (rounded down to an
-    /// hour), a day per transaction, each moving the mark with it; returns the hours rolled up. A pass cut off loses nothing: the mark is where its last commit left it.
+    /// hour), a day per transaction, each moving the mark with it; returns the hours rolled up.
+    /// A pass cut off loses nothing: the mark is where its last commit left it.
     pub async fn roll_up_job_runs(&self, upto: Timestamp) -> Result<u64> {
         const NEXT: &str = "SELECT MIN(finished_at) FROM job_runs WHERE finished_at >= $1";
         const ROLL: &str = concat!(
