@@ -71,7 +71,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
     page::shell(req, "Health", &flash, body)
 }
 
-fn day_columns(since: Timestamp, value: impl Fn(Timestamp) -> (Vec<f64>, String)) -> Vec<Column> {
+pub(crate) fn day_columns(since: Timestamp, value: impl Fn(Timestamp) -> (Vec<f64>, String)) -> Vec<Column> {
     (0..DAYS)
         .map(|i| {
             let at = Timestamp(since.millis() + i * DAY_MS);

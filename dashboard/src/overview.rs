@@ -13,7 +13,7 @@ use poem::{
 
 use crate::{
     BASE, Dashboard,
-    chart::{self, Chart, Column},
+    chart::{self, Chart},
     page::{self, Flash},
 };
 
@@ -77,13 +77,10 @@ async fn daily_chart(d: &Dashboard) -> String {
         tracing::warn!(target: "dashboard", error = %e, "cannot read attempts per day");
         vec![]
     });
-    let columns = (0..days)
-        .map(|i| {
-            let at = Timestamp(since.millis() + i * DAY_MS);
-            let (ok, failed) = rows.iter().find(|(day, ..)| *day == at).map_or((0, 0), |(_, ok, failed)| (*ok, *failed));
-            Column { values: vec![ok as f64, failed as f64], title: format!("{}: {ok} succeeded, {failed} failed", at.to_datetime().format("%b %d")) }
-        })
-        .collect();
+    let columns = crate::health_page::day_columns(since, |at| {
+        let (ok, failed) = rows.iter().find(|(day, ..)| *day == at).map_or((0, 0), |(_, ok, failed)| (*ok, *failed));
+        (vec![ok as f64, failed as f64], format!("{}: {ok} succeeded, {failed} failed", at.to_datetime().format("%b %d")))
+    });
     chart::draw(&Chart {
         columns, series: &["ok", "bad"], target: None, max: None,
         label: "Finished attempts per day, last 90 days", ends: (format!("{days} days ago"), "today".into()),

@@ -105,11 +105,10 @@ pub async fn prune(store: &Store, keep: &Retention, now: Timestamp, batch: u32) 
     let before = |d: Duration| now.minus(d);
     // Roll-ups first; the runs they are computed from are never deleted before they are rolled
     // up (below the mark) nor before a nightly firing's day is over and fixed.
-    store.roll_up_job_runs(now.minus(ROLL_UP_AFTER)).await?;
+    let rolled_up = store.roll_up_job_runs(now.minus(ROLL_UP_AFTER)).await?;
     let day_over = now.minus(DAY + ROLL_UP_AFTER);
     store.roll_up_nightly_syncs(crate::sweeps::SYNC_SWEEP, day_over).await?;
     if let Some(d) = keep.job_runs {
-        let rolled_up = store.retention_mark(crate::store::ROLLED_UP).await?.unwrap_or(Timestamp(0));
         let runs_before = before(d).min(day_over).min(rolled_up);
         report.add("job_runs", drain("job_runs", batch, || store.prune_job_runs(runs_before, batch)).await?);
     }

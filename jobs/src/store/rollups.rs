@@ -141,9 +141,9 @@ impl Store {
     }
 
     /// Rolls finished attempts up, whole hours from the mark to `upto` (rounded down to an
-    /// hour), a day per transaction, each moving the mark with it; returns the hours rolled up.
-    /// A pass cut off loses nothing: the mark is where its last commit left it.
-    pub async fn roll_up_job_runs(&self, upto: Timestamp) -> Result<u64> {
+    /// hour), a day per transaction, each moving the mark with it; returns the mark. A pass
+    /// cut off loses nothing: the mark is where its last commit left it.
+    pub async fn roll_up_job_runs(&self, upto: Timestamp) -> Result<Timestamp> {
         const NEXT: &str = "SELECT MIN(finished_at) FROM job_runs WHERE finished_at >= $1";
         const ROLL: &str = concat!(
             "INSERT INTO job_run_hours (hour, queue, succeeded, retrying, dead, rate_limited)
@@ -157,7 +157,6 @@ impl Store {
             ON CONFLICT (name) DO UPDATE SET upto = CASE WHEN excluded.upto > retention_marks.upto THEN excluded.upto ELSE retention_marks.upto END";
         let upto = upto.millis() - upto.millis().rem_euclid(HOUR_MS);
         let mut from = self.retention_mark(ROLLED_UP).await?.map_or(0, Timestamp::millis);
-        let mut hours = 0;
         while from < upto {
             // Skip straight to the next hour with a record: history may start long after 1970.
             let next: Option<i64> = on_pool!(self, p => sqlx::query_scalar(NEXT).bind(from).fetch_one(p).await?);
@@ -168,10 +167,9 @@ impl Store {
                 sqlx::query(MARK).bind(ROLLED_UP).bind(to).execute(&mut *tx).await?;
                 tx.commit().await?;
             });
-            hours += ((to - start) / HOUR_MS) as u64;
             from = to;
         }
-        Ok(hours)
+        Ok(Timestamp(from))
     }
 
     /// Fixes the figures of `schedule`'s firings claimed before `closed_before`; returns how many.
