@@ -1,124 +1,17 @@
 //! The `/api/v1` endpoints over real HTTP, against a real database and the sandbox platform:
 //! each endpoint's success and failure paths, the error body, and the rate limits.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
-use api::{ApiConfig, ApiState, auth::Jwt, limits::Policies};
-use jobs::{Secret, Store, Timestamp, Vault, VaultKey, clients::Clients, job::{JobContext, JobSettings}};
-use reqwest::{Method, StatusCode};
+use api::{ApiConfig, auth::Jwt, limits::Policies};
+use jobs::{Secret, Store, Timestamp};
+use reqwest::Method;
 use serde_json::{Value, json};
-use testkit::{TestDb, both_backends, platform::{SandboxServer, param}};
-use tokio_util::sync::CancellationToken;
+use testkit::{TestDb, both_backends, platform::param};
 
-const JWT_SECRET: &str = "jwt-secret-for-the-api-tests";
-const CRON_SECRET: &str = "cron-secret-for-the-api-tests";
-
-struct App {
-    url: String,
-    db: Arc<TestDb>,
-    vault: Vault,
-    sb: SandboxServer,
-    jwt: Jwt,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    platforms: jobs::config::PlatformsConfig,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn start(db: TestDb, tweak: impl FnOnce(&mut ApiConfig)) -> App {
-    let store = db.store.clone();
-    start_on(Arc::new(db), store, tweak).await
-}
-
-/// A server on `db` through its own connection pool `store` (as another process would be).
-async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut ApiConfig)) -> App {
-    let sb = SandboxServer::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let callback = |p: &str| format!("{url}/api/v1/social-media/{p}/callback");
-    let mut platforms = sb.platforms_with_redirect(Duration::from_secs(5), &callback("instagram"));
-    platforms.tiktok = sb.platforms_with_redirect(Duration::from_secs(5), &callback("tiktok")).tiktok;
-    let vault = Vault::new(VaultKey::parse(VaultKey::generate().expose()).unwrap(), vec![]);
-    let jobs = JobContext {
-        store: store.clone(),
-        vault: vault.clone(),
-        clients: Clients::new(&platforms),
-        clock: Arc::new(jobs::SystemClock),
-        settings: JobSettings::default(),
-        worker: "api-test".into(),
-        http: reqwest::Client::new(),
-        local_gates: Default::default(),
-    };
-    let jwt = Jwt::new(&Secret::from(JWT_SECRET));
-    let mut config = ApiConfig {
-        jobs,
-        jwt: Some(jwt.clone()),
-        cron_secret: Some(Secret::from(CRON_SECRET)),
-        service_token: Some(Secret::from("service-token")),
-        policies: Policies::with_overrides("general=10000/15m").unwrap(),
-        trusted_proxies: vec![],
-        frontend_url: "https://app.example.com/settings/social".into(),
-        public_url: url.clone(),
-        keep_history_on_disconnect: true,
-        webhook_tolerance_secs: 300,
-        max_body_bytes: 4096,
-        demo_user: None,
-        dashboard: None,
-    };
-    tweak(&mut config);
-    let expected_queue_version = migrations::queue_latest(store.backend_name() == "postgres");
-    let state = ApiState { store, expected_schema_version: migrations::latest_version(), expected_queue_version, sandbox: None, metrics: None, config: Arc::new(config), guard_hits: Default::default() };
-    let stop = CancellationToken::new();
-    tokio::spawn(api::serve(state, listener, stop.clone().cancelled_owned()));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    App { url, db, vault, sb, jwt, http, stop, platforms }
-}
-
-impl App {
-    async fn call(&self, method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(user) = user {
-            req = req.bearer_auth(self.jwt.issue(user, 600));
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} is not JSON: {text}")) };
-        (status, body, headers)
-    }
-
-    /// Starts a connect for `user` and gives consent at the sandbox as `username`; returns the
-    /// platform's redirect to our callback.
-    async fn consent(&self, user: &str, platform: &str, username: &str, allow: bool) -> url::Url {
-        let (status, body, _) = self.call(Method::POST, &format!("/api/v1/social-media/{platform}/connect"), Some(user), None).await;
-        assert_eq!(status, 200, "{body}");
-        assert!(body["state_expires_at"].as_str().unwrap().ends_with('Z'));
-        let account = self.sb.account_id(username).await;
-        self.sb.consent(body["authorization_url"].as_str().unwrap(), &account, allow).await
-    }
-
-    /// Follows a redirect to our callback; returns the status, the body, and where it sends the browser.
-    async fn follow(&self, redirect: &url::Url) -> (StatusCode, Value, Option<url::Url>) {
-        let path = &redirect.as_str()[self.url.len()..];
-        let (status, body, headers) = self.call(Method::GET, path, None, None).await;
-        (status, body, headers.get("location").map(|l| url::Url::parse(l.to_str().unwrap()).unwrap()))
-    }
-}
-
-fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
-    assert_eq!(status.as_u16(), want_status, "{body}");
-    assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-}
-
+use common::*;
 both_backends! {
     async fn connect_callback_queues_the_connect_and_refuses_replays(db: TestDb) {
         let app = start(db, |_| {}).await;
@@ -196,24 +89,6 @@ async fn an_expired_state_is_refused() {
 }
 
 /// An account of `user`'s, stored as a finished connect would.
-async fn account(app: &App, user: &str, puid: &str) -> i64 {
-    use jobs::{Aad, Platform, Timestamp, store::NewAccount};
-    let now = Timestamp::now();
-    let a = NewAccount {
-        user_id: user.into(),
-        platform: Platform::Tiktok,
-        platform_user_id: puid.into(),
-        username: format!("{puid}_name"),
-        display_name: None,
-        scopes: "user.info.basic".into(),
-        access_token: app.vault.seal(&Aad::account(Platform::Tiktok, puid, "access_token"), &Secret::from(format!("act.secret.{puid}"))),
-        refresh_token: None,
-        access_expires_at: now.plus(Duration::from_secs(86_400)),
-        refresh_expires_at: None,
-        next_refresh_at: None,
-    };
-    app.db.store.upsert_account(&a, now).await.unwrap().id.0
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_are_read_synced_and_disconnected_by_their_owner_only() {
@@ -589,139 +464,4 @@ async fn without_the_database_requests_get_503_json() {
     assert!(headers.contains_key("retry-after"));
     let (status, body, _) = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, 503, "{body}");
-}
-
-/// HMAC-SHA256 of `parts` with `key`.
-fn hmac(key: &str, parts: &[&[u8]]) -> Vec<u8> {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-async fn event_count(app: &App) -> i64 {
-    let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM platform_events").fetch_one(&pool).await.unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_events_are_verified_before_anything_is_stored() {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
-    let tiktok_secret = app.platforms.tiktok.credentials.client_secret.expose().to_owned();
-    let webhook = format!("{}/api/v1/platforms/tiktok/webhook", app.url);
-    let now = Timestamp::now().millis() / 1000;
-    let body = format!(r#"{{"client_key":"ck","event":"authorization.removed","create_time":{now},"user_openid":"open-1","content":"{{\"reason\":1}}"}}"#);
-    let sign = |key: &str, t: i64, body: &str| {
-        let s: String = hmac(key, &[t.to_string().as_bytes(), b".", body.as_bytes()]).iter().map(|b| format!("{b:02x}")).collect();
-        format!("t={t},s={s}")
-    };
-    let post = |sig: Option<String>, body: String| {
-        let mut req = app.http.post(&webhook).header("content-type", "application/json").body(body);
-        if let Some(sig) = sig {
-            req = req.header("TikTok-Signature", sig);
-        }
-        async move {
-            let resp = req.send().await.unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-        }
-    };
-
-    // Refused, and nothing stored: no signature, a wrong key, a truncated body, a stale time.
-    let refused = [
-        (None, body.clone(), 401, "EVENT_SIGNATURE_INVALID"),
-        (Some(sign("not-the-secret", now, &body)), body.clone(), 401, "EVENT_SIGNATURE_INVALID"),
-        (Some(sign(&tiktok_secret, now, &body)), body[..body.len() - 2].to_owned(), 401, "EVENT_SIGNATURE_INVALID"),
-        (Some(sign(&tiktok_secret, now - 301, &body)), body.clone(), 401, "EVENT_STALE"),
-        (Some(sign(&tiktok_secret, now, "{}")), "{}".to_owned(), 400, "EVENT_MALFORMED"),
-    ];
-    for (sig, b, status, code) in refused {
-        let (got, body) = post(sig, b).await;
-        assert_error(StatusCode::from_u16(got).unwrap(), &body, status, code);
-    }
-    assert_eq!(event_count(&app).await, 0, "nothing refused was stored");
-
-    // A valid one is stored once, however often it is delivered — and served although the
-    // refusals above locked the address out (they spent its `auth` budget).
-    let (status, first) = post(Some(sign(&tiktok_secret, now, &body)), body.clone()).await;
-    assert_eq!((status, first["created"].as_bool()), (200, Some(true)), "{first}");
-    for _ in 0..99 {
-        let (status, again) = post(Some(sign(&tiktok_secret, now, &body)), body.clone()).await;
-        assert_eq!((status, again["created"].as_bool()), (200, Some(false)), "{again}");
-    }
-    assert_eq!(event_count(&app).await, 1, "100 deliveries, one event");
-    assert_eq!(app.db.store.queue_counts(jobs::events::KIND).await.unwrap(), vec![("Pending".to_owned(), 1)], "one job for it");
-
-    // Meta's signed_request: only with the app secret and its algorithm (on a server whose
-    // `auth` budget the refusals do not spend, to see each one's code).
-    let app = start(TestDb::new(testkit::Backend::Postgres).await, |c| c.policies = Policies::with_overrides("general=10000/15m,auth=1000/15m").unwrap()).await;
-    let meta_secret = app.platforms.instagram.credentials.client_secret.expose().to_owned();
-    let deauthorize = format!("{}/api/v1/platforms/instagram/deauthorize", app.url);
-    let signed = |key: &str, payload: Value| {
-        let encoded = B64.encode(payload.to_string());
-        format!("{}.{encoded}", B64.encode(hmac(key, &[encoded.as_bytes()])))
-    };
-    let payload = json!({ "algorithm": "HMAC-SHA256", "issued_at": now, "user_id": "17841400000001" });
-    for (form, status, code) in [
-        (signed("not-the-secret", payload.clone()), 401, "EVENT_SIGNATURE_INVALID"),
-        (signed(&meta_secret, json!({ "algorithm": "HMAC-SHA1", "issued_at": now, "user_id": "1" })), 401, "EVENT_SIGNATURE_INVALID"),
-        ("garbage".to_owned(), 400, "EVENT_MALFORMED"),
-    ] {
-        let resp = app.http.post(&deauthorize).form(&[("signed_request", form)]).send().await.unwrap();
-        let got = resp.status();
-        assert_error(got, &resp.json().await.unwrap(), status, code);
-    }
-    assert_eq!(event_count(&app).await, 0);
-    let resp = app.http.post(&deauthorize).form(&[("signed_request", signed(&meta_secret, payload.clone()))]).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(event_count(&app).await, 1);
-
-    // The data deletion callback: a status page and a code, the same code for a redelivery.
-    let deletion = format!("{}/api/v1/platforms/instagram/data-deletion", app.url);
-    let resp = app.http.post(&deletion).form(&[("signed_request", signed("not-the-secret", payload.clone()))]).send().await.unwrap();
-    let got = resp.status();
-    assert_error(got, &resp.json().await.unwrap(), 401, "EVENT_SIGNATURE_INVALID");
-    let mut answers = Vec::new();
-    for _ in 0..2 {
-        let resp = app.http.post(&deletion).form(&[("signed_request", signed(&meta_secret, payload.clone()))]).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        answers.push(resp.json::<Value>().await.unwrap());
-    }
-    assert_eq!(answers[0], answers[1], "a redelivery answers the same code");
-    let code = answers[0]["confirmation_code"].as_str().unwrap();
-    assert_eq!(answers[0]["url"].as_str(), Some(format!("{}/deletion/{code}", app.url).as_str()));
-    let page = app.http.get(answers[0]["url"].as_str().unwrap()).send().await.unwrap();
-    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
-    assert!(page.text().await.unwrap().contains("data-state=\"received\""), "no worker here: the job has not run");
-    assert_eq!(event_count(&app).await, 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_or_a_sibling_service_asks_for_an_erasure_and_gets_its_status_page() {
-    let app = start(TestDb::new(testkit::Backend::Postgres).await, |_| {}).await;
-    let id = account(&app, "user-1", "puid-1").await;
-    let other = account(&app, "user-1", "puid-2").await;
-    let (status, first, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{id}?erase=true"), Some("user-1"), None).await;
-    assert_eq!(status, 202, "{first}");
-    let code = first["confirmation_code"].as_str().unwrap();
-    assert_eq!(first["url"].as_str(), Some(format!("{}/deletion/{code}", app.url).as_str()));
-    let stored = app.db.store.account(jobs::AccountId(id)).await.unwrap().unwrap();
-    assert!(stored.access_token.is_none() && stored.status == jobs::AccountStatus::Disconnected, "disconnected at once");
-    let (_, again, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{id}?erase=true"), Some("user-1"), None).await;
-    assert_eq!(again, first, "asked twice: one erasure");
-    let (status, body, _) = app.call(Method::DELETE, &format!("/api/v1/social-media/accounts/{other}?erase=true"), Some("user-2"), None).await;
-    assert_error(status, &body, 404, "NOT_FOUND");
-
-    // A sibling service erases everything of a user: one deletion per account, the first the same.
-    let erase = format!("{}/api/v1/users/user-1/erase", app.url);
-    assert_eq!(app.http.post(&erase).send().await.unwrap().status(), 401);
-    let resp = app.http.post(&erase).header("X-Service-Token", "service-token").send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    let codes: Vec<&str> = body["deletions"].as_array().unwrap().iter().map(|d| d["confirmation_code"].as_str().unwrap()).collect();
-    assert_eq!(codes.len(), 2, "{body}");
-    assert!(codes.contains(&code));
-    assert_eq!(app.db.store.queue_counts(jobs::events::KIND).await.unwrap(), vec![("Pending".to_owned(), 2)], "one erase job per account");
 }
