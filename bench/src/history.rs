@@ -31,23 +31,26 @@ CREATE FUNCTION bench_ulid(ms bigint, r bigint) RETURNS text LANGUAGE sql IMMUTA
 $$";
 
 /// One day of history from `$1` (the day's start, ms): per account a refresh at its second of
-/// the day and a sync a little after, each done with its run record; a snapshot; notifications;
+/// the day and a sync at its second after 03:00 (created, as the sweep creates them, in the
+/// 03:00 firing's second), each done with its run record; a snapshot; notifications;
 /// the day's firings (the two sweeps and the pruner every ten minutes).
 const DAY_SQL: [&str; 5] = [
     "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, last_result, done_at, dedup_key)
-     SELECT bench_ulid(t, a.id * 2 + q.o), q.name, convert_to('{\"account_id\":' || a.id || '}', 'UTF8'), 'Done', 1, 5,
+     SELECT bench_ulid(c, a.id * 2 + q.o), q.name, convert_to('{\"account_id\":' || a.id || '}', 'UTF8'), 'Done', 1, 5,
         to_timestamp(t / 1000.0), 0, '{\"Ok\": null}'::jsonb, to_timestamp((t + 800) / 1000.0), q.name || ':' || a.id
-     FROM social_accounts a, (VALUES ('refresh', 0), ('sync', 1)) AS q(name, o), LATERAL (SELECT $1 + (a.id % 80000) * 1000 + q.o * 3600000 AS t) tt",
+     FROM social_accounts a, (VALUES ('refresh', 0), ('sync', 1)) AS q(name, o), LATERAL (SELECT $1 + (a.id % 80000) * 1000 + q.o * 10800000 AS t) tt,
+        LATERAL (SELECT CASE WHEN q.o = 1 THEN $1 + 10800000 + a.id % 1000 ELSE t END AS c) cc",
     "INSERT INTO job_runs (queue, job_id, account_id, attempt, worker, started_at, finished_at, outcome, error_class)
-     SELECT q.name, bench_ulid(t, a.id * 2 + q.o), a.id, 1, 'bench', t + 100, t + 800,
+     SELECT q.name, bench_ulid(c, a.id * 2 + q.o), a.id, 1, 'bench', t + 100, t + 800,
         CASE WHEN a.id % 50 = 0 THEN 'retrying' ELSE 'succeeded' END, CASE WHEN a.id % 50 = 0 THEN 'rate_limited' END
-     FROM social_accounts a, (VALUES ('refresh', 0), ('sync', 1)) AS q(name, o), LATERAL (SELECT $1 + (a.id % 80000) * 1000 + q.o * 3600000 AS t) tt",
+     FROM social_accounts a, (VALUES ('refresh', 0), ('sync', 1)) AS q(name, o), LATERAL (SELECT $1 + (a.id % 80000) * 1000 + q.o * 10800000 AS t) tt,
+        LATERAL (SELECT CASE WHEN q.o = 1 THEN $1 + 10800000 + a.id % 1000 ELSE t END AS c) cc",
     "INSERT INTO account_snapshots (account_id, taken_at, followers_count, following_count, media_count, likes_count)
-     SELECT a.id, $1 + 3600000 + (a.id % 80000) * 1000 + 900, 1000 + a.id, 100, 50, 10000 FROM social_accounts a",
+     SELECT a.id, $1 + 10800000 + (a.id % 80000) * 1000 + 900, 1000 + a.id, 100, 50, 10000 FROM social_accounts a",
     "INSERT INTO notifications (user_id, account_id, kind, payload, created_at, delivered_at, attempts)
      SELECT a.user_id, a.id, 'reauth_required', '{}', $1 + a.id % 80000, $1 + a.id % 80000 + 500, 1 FROM social_accounts a WHERE a.id % 100 = 0",
     "INSERT INTO cron_runs (schedule, fire_at, claimed_by, claimed_at, finished_at, jobs_enqueued, outcome)
-     SELECT s.name, $1 + s.at, 'bench', $1 + s.at, $1 + s.at + 1000, 0, 'succeeded'
+     SELECT s.name, $1 + s.at, 'bench', $1 + s.at, $1 + s.at + 1000, CASE WHEN s.name = 'data_sync' THEN (SELECT COUNT(*) FROM social_accounts) ELSE 0 END, 'succeeded'
      FROM (SELECT 'token_refresh' AS name, 7200000::bigint AS at UNION ALL SELECT 'data_sync', 10800000
            UNION ALL SELECT 'prune', m * 600000 FROM generate_series(0, 143) m) s",
 ];

@@ -141,7 +141,7 @@ fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync], since: T
         match run.map(|n| (n, nightly_took(d, n))) {
             Some((n, (Some(took), expected, over))) => {
                 let minutes = took as f64 / 60_000.0;
-                let title = format!("{}: took {}, expected {} ({} jobs)", day(at), page::span_ms(took), page::span_ms(expected), n.jobs_enqueued.unwrap_or(0));
+                let title = format!("{}: took {}, expected {} ({} syncs enqueued)", day(at), page::span_ms(took), page::span_ms(expected), n.jobs_enqueued.unwrap_or(0));
                 (if over { vec![0.0, minutes] } else { vec![minutes, 0.0] }, title)
             }
             _ => (vec![0.0, 0.0], format!("{}: no nightly sync", day(at))),
@@ -150,13 +150,13 @@ fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync], since: T
     html! {
         section #nightly-health {
             h2 { "Nightly sync duration" }
-            p { "Took: from the sweep to the end of the last sync it led to. Expected: each platform's syncs one pacing spacing apart. A run more than 10 % (and a minute) over is flagged." }
+            p { "Counted: the syncs each sweep enqueued (not those deduplicated into a sync already waiting, nor any requested later). Took: from the sweep to the end of the last of them. Expected: each platform's syncs one pacing spacing apart. A run more than 10 % (and a minute) over is flagged." }
             (page::raw(chart::draw(&Chart {
                 columns, series: &["ok", "bad"], target: None, max: None,
                 label: "Nightly sync duration per day, minutes (red: over the expectation)", ends: (day(since), "today".into()),
             })))
             table {
-                thead { tr { th { "Fired" } th { "Jobs" } th { "Synced (Instagram / TikTok)" } th { "Took" } th { "Expected" } th { "" } } }
+                thead { tr { th { "Fired" } th.num { "Syncs enqueued" } th.num { "Succeeded (Instagram / TikTok)" } th.num { "Took" } th.num { "Expected" } th { "" } } }
                 tbody {
                     @for n in nightly.iter().rev() {
                         @let (took, expected, over) = nightly_took(d, n);
@@ -242,7 +242,7 @@ fn pacing_section(d: &Dashboard, backlog: &[(Platform, i64)], next: [(Platform, 
         section #pacing-health {
             h2 { "Pacing gates" }
             table {
-                thead { tr { th { "Platform" } th { "Spacing" } th { "Next free slot" } th { "Backlog" } th { "Drains in" } } }
+                thead { tr { th { "Platform" } th.num { "Spacing" } th { "Next free slot" } th.num { "Syncs waiting" } th.num { "Drains in" } } }
                 tbody {
                     @for (platform, at) in next {
                         @let spacing: Duration = d.cx.settings.spacing(platform);

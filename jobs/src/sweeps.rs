@@ -13,7 +13,7 @@ use crate::{
     domain::{AccountId, Platform},
     job::JobContext,
     refresh, retention,
-    store::Result,
+    store::{JobIds, Result},
     sync::{self, SyncReason},
     time::Timestamp,
 };
@@ -32,8 +32,9 @@ pub const SYNC_STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// pages of 5 000 and 3.3 s in pages of 20 000 (measured 2026-11-27 at 15ee12a).
 pub const CHUNK: u32 = 5_000;
 
-/// What a firing did: the jobs a sweep enqueued, or what the pruner removed (its
-/// [`retention::PruneReport`] as JSON, in `cron_runs.detail`).
+/// What a firing did: the jobs a sweep enqueued and the range of their ids ([`JobIds`] as
+/// JSON, in `cron_runs.detail`: which syncs were the nightly sweep's), or what the pruner
+/// removed (its [`retention::PruneReport`] as JSON).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fired {
     pub jobs: Option<u64>,
@@ -43,7 +44,12 @@ pub struct Fired {
 /// Runs the firing of the schedule named `schedule` ([`REFRESH_SWEEP`], [`SYNC_SWEEP`] or
 /// [`retention::PRUNE`]); `None` for an unknown name.
 pub async fn run(cx: &JobContext, schedule: &str, chunk: u32) -> Option<Result<Fired>> {
-    let jobs = |n: Result<u64>| n.map(|n| Fired { jobs: Some(n), detail: None });
+    // The system clock, as job ids have it, whatever the context's clock says.
+    let started = Timestamp::now();
+    let jobs = |n: Result<u64>| {
+        let ids = serde_json::to_string(&JobIds::between(started, Timestamp::now())).expect("plain data serializes");
+        n.map(|n| Fired { jobs: Some(n), detail: Some(ids) })
+    };
     Some(match schedule {
         REFRESH_SWEEP => jobs(refresh_sweep(cx, chunk).await),
         SYNC_SWEEP => jobs(sync_sweep(cx, chunk).await),

@@ -7,9 +7,12 @@ use jobs::{
     AccountId, AccountStatus, Platform, Store, Timestamp,
     retention::{self, Retention},
     store::{INACTIVE_COUNTER, JobOutcome, JobRunEnding, JobRunStart},
-    sweeps::SYNC_SWEEP,
+    store::JobFilter,
+    sweeps::{self, SYNC_SWEEP},
+    sync::{self, SyncReason},
+    time::OffsetClock,
 };
-use testkit::{account, both_backends};
+use testkit::{account, both_backends, platform::SandboxServer};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const HOUR: Duration = Duration::from_secs(3_600);
@@ -17,6 +20,8 @@ const HOUR: Duration = Duration::from_secs(3_600);
 /// One finished attempt to record.
 struct Run {
     queue: &'static str,
+    /// When its job was created (its ULID id's time): a sync created while a sweep ran is the sweep's.
+    created: Timestamp,
     account: AccountId,
     start: Timestamp,
     took: Duration,
@@ -25,7 +30,7 @@ struct Run {
 }
 
 async fn record(store: &Store, runs: &[Run]) {
-    let ids: Vec<String> = (0..runs.len()).map(|i| format!("job-{i}")).collect();
+    let ids: Vec<String> = runs.iter().enumerate().map(|(i, r)| ulid::Ulid::from_parts(r.created.millis() as u64, i as u128).to_string()).collect();
     let ends: Vec<JobRunEnding> = runs
         .iter()
         .map(|r| JobRunEnding {
@@ -86,7 +91,7 @@ both_backends! {
             for h in 0..(d % 4 + 2) {
                 let outcome = [JobOutcome::Succeeded, JobOutcome::Retrying, JobOutcome::Dead, JobOutcome::Succeeded][(h + d) as usize % 4];
                 let account = if h % 2 == 0 { ig } else { tt };
-                runs.push(Run { queue: "refresh", account, start: day.plus(HOUR * (h * 5)), took: Duration::from_millis(300), outcome, rate_limited: outcome != JobOutcome::Succeeded && d % 3 == 0 });
+                runs.push(Run { queue: "refresh", account, created: day.plus(HOUR * (h * 5)), start: day.plus(HOUR * (h * 5)), took: Duration::from_millis(300), outcome, rate_limited: outcome != JobOutcome::Succeeded && d % 3 == 0 });
             }
             let fire_at = day.plus(HOUR * 3);
             let claimed = fire_at.plus(Duration::from_secs(2));
@@ -95,19 +100,22 @@ both_backends! {
             for i in 0..(d % 5 + 1) {
                 let account = if i % 3 == 0 { tt } else { ig };
                 let outcome = if i == 4 { JobOutcome::Retrying } else { JobOutcome::Succeeded };
-                runs.push(Run { queue: "sync", account, start: claimed.plus(Duration::from_secs(u64::from(i) * 2)), took: Duration::from_secs(u64::from(d)), outcome, rate_limited: outcome == JobOutcome::Retrying });
+                let created = claimed.plus(Duration::from_millis(u64::from(i) * 100));
+                runs.push(Run { queue: "sync", account, created, start: claimed.plus(Duration::from_secs(u64::from(i) * 2)), took: Duration::from_secs(u64::from(d)), outcome, rate_limited: outcome == JobOutcome::Retrying });
             }
+            // A sync requested by hand an hour later, which the sweep did not enqueue: not its.
+            let by_hand = claimed.plus(HOUR);
+            runs.push(Run { queue: "sync", account: ig, created: by_hand, start: by_hand, took: HOUR, outcome: JobOutcome::Succeeded, rate_limited: false });
         }
         // And the last minutes, not yet rolled up.
-        runs.push(Run { queue: "sync", account: ig, start: now.minus(Duration::from_secs(120)), took: Duration::from_secs(1), outcome: JobOutcome::Succeeded, rate_limited: false });
-        runs.push(Run { queue: "refresh", account: tt, start: now.minus(Duration::from_secs(60)), took: Duration::from_secs(1), outcome: JobOutcome::Retrying, rate_limited: true });
+        runs.push(Run { queue: "sync", account: ig, created: now.minus(Duration::from_secs(120)), start: now.minus(Duration::from_secs(120)), took: Duration::from_secs(1), outcome: JobOutcome::Succeeded, rate_limited: false });
+        runs.push(Run { queue: "refresh", account: tt, created: now.minus(Duration::from_secs(60)), start: now.minus(Duration::from_secs(60)), took: Duration::from_secs(1), outcome: JobOutcome::Retrying, rate_limited: true });
         record(s, &runs).await;
 
         let since = now.minus(DAY * 45).day_start();
         let raw = figures(s, since).await;
         assert_eq!(raw.nightly.len(), 40, "{:?}", raw.nightly);
-        // (The sync of the last minutes falls in yesterday's firing's day before 03:02 UTC.)
-        for n in raw.nightly.iter().filter(|n| n.claimed_at.plus(DAY) < now.minus(Duration::from_secs(180))) {
+        for n in &raw.nightly {
             let d = ((now.day_start().millis() - n.fire_at.day_start().millis()) / 86_400_000) as u32;
             let syncs = d % 5 + 1;
             let ig = (0..syncs).filter(|i| i % 3 != 0 && *i != 4).count() as i64;
@@ -131,17 +139,63 @@ both_backends! {
         let report = retention::prune(s, &Retention::default(), later, retention::BATCH).await.unwrap();
         assert!(report.removed["job_runs"] > 0, "{report:?}");
         assert_eq!(figures(s, since).await, raw);
-        record(s, &[Run { queue: "refresh", account: ig, start: later, took: Duration::from_secs(1), outcome: JobOutcome::Dead, rate_limited: false }]).await;
+        record(s, &[Run { queue: "refresh", account: ig, created: later, start: later, took: Duration::from_secs(1), outcome: JobOutcome::Dead, rate_limited: false }]).await;
         let today = s.outcomes_per_day("refresh", later.day_start()).await.unwrap();
         let raw_today = raw.refresh.iter().find(|d| d.day == later.day_start()).copied().unwrap_or_default();
         assert_eq!(today.last().map(|d| d.dead), Some(raw_today.dead + 1), "{today:?}");
+    }
+
+    async fn a_sync_firing_is_credited_with_the_syncs_it_enqueued_alone(db: TestDb) {
+        let s = &db.store;
+        let now = Timestamp::now();
+        let (ig, tt) = (account(s, Platform::Instagram, "ig", now).await, account(s, Platform::Tiktok, "tt", now).await);
+        // A sync of a third account already waits: the sweep's is deduplicated into it.
+        let waiting = account(s, Platform::Instagram, "waiting", now).await;
+        let queued = s.enqueue(&sync::job(waiting, SyncReason::Manual, now.plus(HOUR))).await.unwrap();
+        // On a clock two days behind (CLOCK_OFFSET_SECS), where job ids keep the system's.
+        let sandbox = SandboxServer::start().await;
+        let mut cx = testkit::job_context(s, &sandbox.platforms(Duration::from_secs(5)));
+        cx.clock = std::sync::Arc::new(OffsetClock::by_secs(-2 * 86_400));
+        let fire_at = cx.now();
+        assert!(s.claim_cron_run(SYNC_SWEEP, fire_at, "w", fire_at).await.unwrap());
+        assert_eq!(sweeps::run_claimed(&cx, SYNC_SWEEP, fire_at, sweeps::CHUNK).await.unwrap().jobs, Some(2));
+        // A sync of an account connected after the sweep: not the sweep's either (once the
+        // clock has left the millisecond the sweep ended in, the last its ids may have).
+        let ended = Timestamp::now();
+        while Timestamp::now() <= ended {
+            tokio::task::yield_now().await;
+        }
+        let late = account(s, Platform::Tiktok, "late", now).await;
+        let late_sync = s.enqueue(&sync::job(late, SyncReason::Connect, now)).await.unwrap();
+        let mut syncs = s.search_jobs(&JobFilter { queue: Some("sync".into()), ..JobFilter::default() }, None, 10).await.unwrap();
+        syncs.retain(|j| j.id != queued.id && j.id != late_sync.id);
+        assert_eq!(syncs.len(), 2, "{syncs:?}");
+        // Each ran once and succeeded, the two that are not the sweep's last.
+        let mut runs = vec![(queued.id.clone(), waiting, now.plus(HOUR)), (late_sync.id.clone(), late, now.plus(HOUR))];
+        for (i, j) in syncs.iter().enumerate() {
+            let account = if j.dedup_key == Some(sync::dedup_key(ig)) { ig } else { tt };
+            runs.push((j.id.clone(), account, now.plus(Duration::from_secs(i as u64 + 1))));
+        }
+        let ending = |at: Timestamp| JobRunEnding { outcome: JobOutcome::Succeeded, error_class: None, error: None, at: at.plus(Duration::from_secs(1)) };
+        let ends: Vec<_> = runs.iter().map(|(_, _, at)| ending(*at)).collect();
+        let rows: Vec<_> = runs
+            .iter()
+            .zip(&ends)
+            .map(|((id, account, at), end)| (JobRunStart { queue: "sync", job_id: id, account_id: Some(*account), attempt: 1, worker: "w" }, *at, Some(end)))
+            .collect();
+        s.record_job_runs(&rows).await.unwrap();
+        let nightly = s.nightly_syncs(SYNC_SWEEP, fire_at.minus(DAY)).await.unwrap();
+        assert_eq!(nightly.len(), 1, "{nightly:?}");
+        let n = &nightly[0];
+        assert_eq!((n.jobs_enqueued, n.instagram_syncs, n.tiktok_syncs), (Some(2), 1, 1), "{n:?}");
+        assert_eq!(n.last_finished, Some(now.plus(Duration::from_secs(3))), "the other syncs' ends are not the sweep's");
     }
 
     async fn runs_not_yet_rolled_up_are_never_pruned(db: TestDb) {
         let s = &db.store;
         let now = Timestamp::now();
         let ig = account(s, Platform::Instagram, "ig", now).await;
-        record(s, &[Run { queue: "sync", account: ig, start: now.minus(HOUR * 2), took: Duration::from_secs(1), outcome: JobOutcome::Succeeded, rate_limited: false }]).await;
+        record(s, &[Run { queue: "sync", account: ig, created: now.minus(HOUR * 2), start: now.minus(HOUR * 2), took: Duration::from_secs(1), outcome: JobOutcome::Succeeded, rate_limited: false }]).await;
         // Runs kept only an hour: the last 25 hours' records still stay, for the roll-ups.
         let keep = Retention { job_runs: Some(HOUR), ..Retention::default() };
         let report = retention::prune(s, &keep, now, retention::BATCH).await.unwrap();

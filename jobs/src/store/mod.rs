@@ -72,7 +72,7 @@ pub use events::StoredEvent;
 pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunEnding, JobRunStart};
 pub use job_search::{JobAction, JobFilter, JobRow, JobState, Selection};
 pub use ops_reads::{AccountFilter, AccountRow};
-pub use rollups::{DayOutcomes, INACTIVE_COUNTER, NightlySync, ROLLED_UP};
+pub use rollups::{DayOutcomes, INACTIVE_COUNTER, JobIds, NightlySync, ROLLED_UP};
 pub use overview::{EXACT_COUNTS_BELOW, MinuteCounts, QueueCounts};
 pub use rate_limits::RateHit;
 pub use prune::{Finished, TableSize};

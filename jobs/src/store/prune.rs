@@ -32,7 +32,7 @@ impl Finished {
 
 /// The smallest job id (a ULID) of a job created at `at` or later: ids below it were created
 /// before `at`, which lets a batch walk the `(status, job_type, id)` index in order.
-fn first_id_at(at: Timestamp) -> String {
+pub(super) fn first_id_at(at: Timestamp) -> String {
     ulid::Ulid::from_parts(at.millis().max(0) as u64, 0).to_string()
 }
 

@@ -8,7 +8,7 @@
 //! firing's figures are fixed in `nightly_sync_rollups` once its day is over. Accounts that become inactive are counted by a trigger as it happens
 //! (`ops_counters`, [`INACTIVE_COUNTER`]).
 
-use super::{Result, Store};
+use super::{Result, Store, prune::first_id_at};
 use crate::time::Timestamp;
 
 /// The `retention_marks` name of the hour up to which `job_runs` are rolled up.
@@ -19,6 +19,7 @@ pub const INACTIVE_COUNTER: &str = "accounts_inactive";
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// One attempt's contribution to each roll-up column, as SQL over `job_runs` (named s, r, d, l).
 macro_rules! counts {
@@ -28,20 +29,41 @@ macro_rules! counts {
     };
 }
 
-/// A nightly firing's figures from the raw rows, as SQL over `cron_runs c` joined to its day's
-/// sync runs (`$3`: a day) and their accounts, grouped by firing: one scan of the day's runs
-/// (three correlated subqueries, one per figure, read them three times: 271 ms at 100 000
-/// accounts). Follow with `GROUP BY c.schedule, c.fire_at, c.claimed_at, c.jobs_enqueued`.
-macro_rules! nightly {
-    () => {
-        "c.fire_at, c.claimed_at, c.jobs_enqueued,
-            SUM(CASE WHEN r.outcome = 'succeeded' AND a.platform = 'instagram' THEN 1 ELSE 0 END) AS instagram_syncs,
-            SUM(CASE WHEN r.outcome = 'succeeded' AND a.platform = 'tiktok' THEN 1 ELSE 0 END) AS tiktok_syncs,
-            MAX(r.finished_at) AS last_finished
-         FROM cron_runs c
-         LEFT JOIN job_runs r ON r.queue = 'sync' AND r.started_at >= c.claimed_at AND r.started_at < c.claimed_at + $3
-         LEFT JOIN social_accounts a ON a.id = r.account_id"
-    };
+/// The nightly firings since `$2` of schedule `$1`: those rolled up with their figures, then
+/// the others (`live` = 1) with none but what tells their jobs (`finished_at`, `detail`), in one
+/// statement so that a roll-up committed meanwhile shows a firing once.
+const FIRINGS: &str = "SELECT fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished, 0 AS live, NULL AS finished_at, NULL AS detail
+     FROM nightly_sync_rollups WHERE schedule = $1 AND fire_at >= $2
+     UNION ALL
+     SELECT fire_at, claimed_at, jobs_enqueued, 0, 0, NULL, 1, finished_at, detail FROM cron_runs c
+     WHERE c.schedule = $1 AND c.fire_at >= $2
+       AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)";
+
+/// The figures of the syncs a firing enqueued, from the raw rows: the runs of sync jobs created
+/// while it ran (`$1` ≤ id < `$2`, [`JobIds`]), one range of `job_runs_job`
+/// whatever the table holds. A sync requested by hand in those seconds counts too; one the
+/// firing did not enqueue (deduplicated into a job already waiting, or requested later) does
+/// not.
+const FIRING_SYNCS: &str = "SELECT COALESCE(CAST(SUM(CASE WHEN r.outcome = 'succeeded' AND a.platform = 'instagram' THEN 1 ELSE 0 END) AS BIGINT), 0),
+        COALESCE(CAST(SUM(CASE WHEN r.outcome = 'succeeded' AND a.platform = 'tiktok' THEN 1 ELSE 0 END) AS BIGINT), 0),
+        MAX(r.finished_at)
+     FROM job_runs r LEFT JOIN social_accounts a ON a.id = r.account_id
+     WHERE r.job_id >= $1 AND r.job_id < $2 AND r.queue = 'sync'";
+
+/// The ids of the jobs a firing created lie in `jobs_from..jobs_until`; a sweep keeps this
+/// in `cron_runs.detail` as JSON. Job ids are ULIDs, whose first characters are their creation
+/// time on the system clock, which `CLOCK_OFFSET_SECS` does not move.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobIds {
+    pub jobs_from: String,
+    pub jobs_until: String,
+}
+
+impl JobIds {
+    /// The ids of jobs created from `start` to `end`, both included.
+    pub fn between(start: Timestamp, end: Timestamp) -> Self {
+        Self { jobs_from: first_id_at(start), jobs_until: first_id_at(end.plus(std::time::Duration::from_millis(1))) }
+    }
 }
 
 /// One day of one queue's finished attempts.
@@ -56,13 +78,14 @@ pub struct DayOutcomes {
 }
 
 /// One firing of the nightly sync sweep and how its syncs went.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NightlySync {
     pub fire_at: Timestamp,
     /// When the sweep ran (a caught-up firing runs later than it was due).
     pub claimed_at: Timestamp,
     pub jobs_enqueued: Option<i64>,
-    /// Syncs started within the day after the sweep ran, per platform, and when the last ended.
+    /// Syncs the sweep enqueued that succeeded, per platform, and when the last attempt of
+    /// one of its syncs ended.
     pub instagram_syncs: i64,
     pub tiktok_syncs: i64,
     pub last_finished: Option<Timestamp>,
@@ -126,18 +149,41 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(since).bind(mark).bind(raw_from).fetch_all(p).await?))
     }
 
-    /// The nightly sync sweeps fired since `since`, with the syncs that followed each: fixed
-    /// figures for the firings whose day is over and rolled up, live ones for the rest.
+    /// The nightly sync sweeps fired since `since`, with the syncs each enqueued: fixed figures
+    /// for the firings whose day is over and rolled up, live ones for the rest (one or two).
     pub async fn nightly_syncs(&self, schedule: &str, since: Timestamp) -> Result<Vec<NightlySync>> {
-        const SQL: &str = concat!(
-            "SELECT fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished FROM nightly_sync_rollups
-             WHERE schedule = $1 AND fire_at >= $2
-             UNION ALL
-             SELECT ", nightly!(), " WHERE c.schedule = $1 AND c.fire_at >= $2
-               AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)
-             GROUP BY c.schedule, c.fire_at, c.claimed_at, c.jobs_enqueued
-             ORDER BY 1");
-        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(schedule).bind(since).bind(DAY_MS).fetch_all(p).await?))
+        let mut firings = Vec::new();
+        for f in self.firings(schedule, since).await? {
+            firings.push(self.live_figures(f).await?);
+        }
+        firings.sort_by_key(|n| n.fire_at);
+        Ok(firings)
+    }
+
+    /// [`FIRINGS`]: each firing's figures and, for a live one, the range of its jobs' ids.
+    async fn firings(&self, schedule: &str, since: Timestamp) -> Result<Vec<(NightlySync, Option<JobIds>)>> {
+        type Row = (Timestamp, Timestamp, Option<i64>, i64, i64, Option<Timestamp>, i32, Option<Timestamp>, Option<String>);
+        let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(FIRINGS).bind(schedule).bind(since).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(|(fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished, live, finished_at, detail)| {
+                // Firings recorded without the range (a sweep still running, or killed): the
+                // jobs created from the claim to the end, or for a day, on the firing's clock.
+                let jobs = (live == 1).then(|| {
+                    detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_else(|| JobIds::between(claimed_at, finished_at.unwrap_or(claimed_at.plus(DAY))))
+                });
+                (NightlySync { fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished }, jobs)
+            })
+            .collect())
+    }
+
+    /// A firing's figures: as rolled up, or from [`FIRING_SYNCS`] over `jobs`.
+    async fn live_figures(&self, (mut n, jobs): (NightlySync, Option<JobIds>)) -> Result<NightlySync> {
+        if let Some(jobs) = jobs {
+            (n.instagram_syncs, n.tiktok_syncs, n.last_finished) =
+                on_pool!(self, p => sqlx::query_as(FIRING_SYNCS).bind(&jobs.jobs_from).bind(&jobs.jobs_until).fetch_one(p).await?);
+        }
+        Ok(n)
     }
 
     /// Rolls finished attempts up, whole hours from the mark to `upto` (rounded down to an
@@ -174,13 +220,20 @@ impl Store {
 
     /// Fixes the figures of `schedule`'s firings claimed before `closed_before`; returns how many.
     pub async fn roll_up_nightly_syncs(&self, schedule: &str, closed_before: Timestamp) -> Result<u64> {
-        const SQL: &str = concat!(
-            "INSERT INTO nightly_sync_rollups (schedule, fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished)
-             SELECT c.schedule, ", nightly!(), " WHERE c.schedule = $1 AND c.claimed_at < $2
-               AND NOT EXISTS (SELECT 1 FROM nightly_sync_rollups n WHERE n.schedule = c.schedule AND n.fire_at = c.fire_at)
-             GROUP BY c.schedule, c.fire_at, c.claimed_at, c.jobs_enqueued
-             ON CONFLICT (schedule, fire_at) DO NOTHING");
-        Ok(on_pool!(self, p => sqlx::query(SQL).bind(schedule).bind(closed_before).bind(DAY_MS).execute(p).await?.rows_affected()))
+        const SQL: &str = "INSERT INTO nightly_sync_rollups (schedule, fire_at, claimed_at, jobs_enqueued, instagram_syncs, tiktok_syncs, last_finished)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (schedule, fire_at) DO NOTHING";
+        let mut n = 0;
+        // Not older than the roll-ups are kept: those would be pruned at once.
+        for f in self.firings(schedule, closed_before.minus(crate::retention::ROLLUPS_KEPT)).await? {
+            if f.1.is_none() || f.0.claimed_at >= closed_before {
+                continue;
+            }
+            let f = self.live_figures(f).await?;
+            n += on_pool!(self, p => sqlx::query(SQL)
+                .bind(schedule).bind(f.fire_at).bind(f.claimed_at).bind(f.jobs_enqueued).bind(f.instagram_syncs).bind(f.tiktok_syncs).bind(f.last_finished)
+                .execute(p).await?.rows_affected());
+        }
+        Ok(n)
     }
 
     /// Deletes roll-ups of hours and firings before `before`.
