@@ -182,6 +182,7 @@ fn job_context(settings: &Settings, config: &Config, store: &Store, platforms: &
         worker: worker::process_name(),
         http,
         local_gates: Default::default(),
+        paused: Default::default(),
     })
 }
 

@@ -2,6 +2,7 @@
 //! typed parts to the crates that do the work. See ARCHITECTURE.md.
 
 mod commands;
+mod ops;
 mod settings;
 mod telemetry;
 
@@ -41,6 +42,12 @@ enum Command {
     /// Generate or rotate secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Stop a queue's claims or a schedule's firings fleet-wide (running attempts finish).
+    Pause(ops::PauseArgs),
+    /// Start paused work again.
+    Resume(ops::ResumeArgs),
+    /// Queues, pauses and worker processes, from the database.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +86,9 @@ fn main() -> ExitCode {
             Command::Sandbox { port, host } => commands::sandbox((host, port).into()).await,
             Command::Keys(KeysCommand::Rotate { batch }) => commands::keys_rotate(&settings, batch).await,
             Command::Keys(KeysCommand::Generate) => unreachable!("handled before the runtime starts"),
+            Command::Pause(args) => ops::pause(&settings, args).await,
+            Command::Resume(args) => ops::resume(&settings, args).await,
+            Command::Status => ops::status(&settings).await,
         }
     });
     // Don't wait for stray blocking tasks (e.g. a pool still closing) past the grace periods.

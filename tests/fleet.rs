@@ -117,3 +117,66 @@ async fn sigterm_lets_running_jobs_finish() {
     let locked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE lock_by IS NOT NULL").fetch_one(p).await.unwrap();
     assert_eq!(locked, 0, "a finished job names no worker");
 }
+
+/// Microseconds of real time, as the sandbox logs arrivals.
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_from_the_command_line_stops_every_worker_and_a_resume_restarts_them() {
+    let _turn = take_turn();
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    // Syncs 100 ms apart: a long backlog, and a dozen syncs waiting for their pacing slot at
+    // any moment (3 workers × 8), which must not start once the pause is heard either.
+    let fleet = Fleet::new(&db.url, &sb, &[("PACING_TIKTOK_MS", "100"), ("WORKER_POLL_MS", "500"), ("CRON_REFRESH", "0 0 1 1 *"), ("CRON_SYNC", "0 0 1 1 *")]);
+    let accounts = connected_accounts(&db, &sb, &fleet.vault, 80).await;
+    let workers = [fleet.worker(), fleet.worker(), fleet.worker()];
+    let from = sb.last_request_seq().await;
+    for (id, _) in &accounts {
+        db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "syncs under way", || async { sb.arrivals_us("user/info", from).await.len() >= 5 }).await;
+
+    let args = ["pause", "sync", "--for", "10m", "--reason", "platform outage drill", "--by", "tester"];
+    let (status, out, err) = support::run(fleet.dir.path(), &args, &fleet.env());
+    let paused_at = now_us();
+    assert!(status.success(), "{err}");
+    assert!(out.starts_with("Paused the sync queue by tester at ") && out.contains(": platform outage drill."), "{out}");
+    eventually(Duration::from_secs(5), "every worker heard the pause", || async { workers.iter().all(|w| w.output().contains("paused: by tester")) }).await;
+    // Watch the platform for 4 s: no sync may start later than 2 s after the command.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let starts = sb.arrivals_us("user/info", from).await;
+    let last_after = starts.iter().filter(|t| **t > paused_at).max().map(|t| (t - paused_at) / 1000);
+    let ids: Vec<AccountId> = accounts.iter().map(|a| a.0).collect();
+    let mut synced = 0;
+    for id in &ids {
+        synced += usize::from(db.store.account(*id).await.unwrap().unwrap().last_synced_at.is_some());
+    }
+    println!(
+        "pause: {} syncs had started at the command, the last start came {last_after:?} ms after it; {synced} of {} accounts synced while paused",
+        starts.iter().filter(|t| **t <= paused_at).count(),
+        ids.len()
+    );
+    assert!(starts.iter().all(|t| *t <= paused_at + 2_000_000), "a sync started more than 2 s after the pause");
+    assert!(synced < ids.len(), "work was left to stop");
+    let (_, status_out, _) = support::run(fleet.dir.path(), &["status"], &fleet.env());
+    assert!(status_out.lines().any(|l| l.starts_with("sync ") && l.ends_with("PAUSED")), "{status_out}");
+    assert!(status_out.contains("the sync queue: paused by tester at "), "{status_out}");
+    assert_eq!(status_out.matches("(pid ").count(), 3, "the three workers: {status_out}");
+
+    let (status, out, err) = support::run(fleet.dir.path(), &["resume", "sync"], &fleet.env());
+    assert!(status.success() && out.starts_with("Resumed the sync queue (paused by tester"), "{out}{err}");
+    let store = db.store.clone();
+    eventually(Duration::from_secs(60), "every account synced after the resume", || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move { all_accounts(&store, &ids, |a| a.last_synced_at.is_some()).await }
+    })
+    .await;
+    assert!(workers.iter().all(|w| w.output().contains("resumed")), "each worker logs the resume");
+    // Jobs put back or deferred by the pause spent no attempt: every sync succeeded at its first.
+    let jobs::store::Pool::Postgres(p) = db.store.pool() else { unreachable!() };
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT attempts FROM apalis.jobs WHERE job_type = 'sync'").fetch_all(p).await.unwrap();
+    assert_eq!(attempts, [1]);
+}

@@ -86,6 +86,8 @@ pub struct JobContext {
     pub http: reqwest::Client,
     /// This process's side of the fleet-wide pacing gates.
     pub local_gates: crate::pacing::LocalGates,
+    /// What ops have paused, as this process last heard.
+    pub paused: crate::pauses::Probe,
 }
 
 impl JobContext {

@@ -14,6 +14,7 @@
 //!   [`schedule`].
 //! - [`pacing`]: the process side of the fleet-wide gate that spaces sync starts.
 //! - [`retention`]: how long history is kept, and the pruner pass that deletes what is older.
+//! - [`pauses`]: what ops have stopped fleet-wide (a queue's claims, a schedule's firings).
 
 pub mod clients;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod group;
 pub mod job;
 pub mod notify;
 pub mod pacing;
+pub mod pauses;
 pub mod refresh;
 pub mod retention;
 pub mod schedule;

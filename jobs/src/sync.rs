@@ -9,6 +9,7 @@ use crate::{
     domain::{AccountId, AccountStatus},
     job::{JobContext, JobError, Outcome},
     pacing::Slot,
+    pauses::Target,
     refresh,
     store::{NewJob, Snapshot},
     time::Timestamp,
@@ -89,6 +90,12 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
             return Err(defer(cx.now().plus(wait).minus(early)));
         }
     };
+    // Paused while it waited for the slot: not started. Put back due now, it is claimed again
+    // once the queue is resumed (nothing claims a paused queue's jobs meanwhile).
+    if let Some(p) = cx.paused.on(Target::Queue(KIND)) {
+        tracing::info!(target: "data_sync", account_id = %id, "not started: the sync queue was paused {}", p.describe());
+        return Err(defer(cx.now()));
+    }
     metrics::histogram!("socialsync_pacing_wait_seconds", "platform" => account.platform.as_str()).record(waited.as_secs_f64());
     tracing::debug!(target: "data_sync", account_id = %id, pacing_wait_ms = waited.as_millis() as u64, "pacing gate taken");
 

@@ -222,6 +222,7 @@ pub fn job_context(store: &Store, platforms: &jobs::config::PlatformsConfig) -> 
         worker: "test-process".into(),
         http: reqwest::Client::new(),
         local_gates: Default::default(),
+        paused: Default::default(),
     }
 }
 

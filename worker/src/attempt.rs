@@ -27,13 +27,15 @@ pub struct QueueRuntime {
     /// The process's run-record writer, shared by its queues.
     pub runs: crate::run_log::RunLog,
     pub handler: Handler,
+    /// What ops have paused: a paused queue's jobs wait, unstarted.
+    pub paused: crate::pauses::Paused,
 }
 
 impl QueueRuntime {
-    pub fn new(setup: &crate::WorkerSetup, kind: &'static str, worker_name: String, q: crate::QueueConfig, runs: crate::run_log::RunLog) -> Arc<Self> {
+    pub fn new(setup: &crate::WorkerSetup, kind: &'static str, worker_name: String, q: crate::QueueConfig, runs: crate::run_log::RunLog, paused: crate::pauses::Paused) -> Arc<Self> {
         let c = &setup.config;
         let (retry_base, retry_cap, timeout) = (c.retry_base, c.retry_cap, q.timeout);
-        Arc::new(Self { kind, worker_name, cx: setup.context.clone(), retry_base, retry_cap, timeout, runs, handler: c.handler })
+        Arc::new(Self { kind, worker_name, cx: setup.context.clone(), retry_base, retry_cap, timeout, runs, handler: c.handler, paused })
     }
 }
 

@@ -17,6 +17,8 @@
 //!   another waits for half a batch, or for the other to end); at most [`OPEN_PER_SLOT`] × concurrency jobs are
 //!   claimed and not yet acknowledged;
 //! - idle, it wakes on apalis' insert notification (LISTEN) or every `poll_interval`;
+//! - a queue ops have paused ([`crate::pauses`]) claims nothing, and a job claimed and not
+//!   started when the pause is heard is put back;
 //! - every `poll_interval` the process rescues the jobs of its queues' dead workers, as
 //!   apalis does, in one statement.
 //!
@@ -126,6 +128,8 @@ pub async fn run_queue(
     // No new claim before this instant: after a claim that found nothing (an insert
     // notification ends the wait early: `true`) or one that failed (`false`).
     let mut resume: Option<(tokio::time::Instant, bool)> = None;
+    // Ops' pauses: a paused queue claims nothing until resumed.
+    let mut pause_changes = rt.paused.clone();
     loop {
         if !registered {
             // Under a new name only once the old name's claims are in and their jobs started.
@@ -142,7 +146,8 @@ pub async fn run_queue(
             registered = true;
         }
         let paused = resume.is_some();
-        let may_claim = !paused && in_flight.len() < CLAIMS_IN_FLIGHT && !shutdown.is_cancelled();
+        let held = rt.paused.on(jobs::pauses::Target::Queue(kind)).is_some();
+        let may_claim = !paused && !held && in_flight.len() < CLAIMS_IN_FLIGHT && !shutdown.is_cancelled();
         if may_claim {
             let need = if in_flight.is_empty() { 1 } else { least_beside };
             let room = (slots.available_permits() + ahead).saturating_sub(flow.unstarted.load(Relaxed));
@@ -192,6 +197,7 @@ pub async fn run_queue(
             _ = wake.notified(), if paused && wakeable => resume = None,
             _ = tokio::time::sleep_until(until), if paused => resume = None,
             _ = flow.freed.notified(), if may_claim => {}
+            _ = pause_changes.changed(), if held => {}
         }
     }
     // Claims already sent may have committed: their jobs are put back, as the jobs claimed
@@ -271,10 +277,12 @@ impl Running {
             slot = self.slots.clone().acquire_owned() => Some(slot.expect("never closed")),
         };
         self.flow.unstarted.fetch_sub(1, Relaxed);
+        // Not started after a shutdown, nor once its queue is paused: put back as never claimed.
+        let slot = slot.filter(|_| rt.paused.on(jobs::pauses::Target::Queue(rt.kind)).is_none());
         let Some(slot) = slot else {
             // Once: if it fails, the rescue puts the job back (counting an attempt).
             if let Err(e) = claims::release(&self.pool, &rt.worker_name, std::slice::from_ref(&id)).await {
-                tracing::warn!(job.id = %id, error = %e, "cannot put back a job not started before shutdown; it will be rescued");
+                tracing::warn!(job.id = %id, error = %e, "cannot put back a job not started; it will be rescued");
             }
             return;
         };

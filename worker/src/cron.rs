@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use jobs::{job::JobContext, retention, sweeps, time::Timestamp};
+use jobs::{job::JobContext, pauses::Target, retention, sweeps, time::Timestamp};
 use tokio_util::sync::CancellationToken;
+
+use crate::pauses::Paused;
 
 #[derive(Clone, Debug)]
 pub struct CronConfig {
@@ -42,7 +44,7 @@ pub use jobs::schedule::{parse, previous};
 /// The pruner's default schedule: often enough that each pass deletes only minutes of history.
 pub const PRUNE_EVERY_TEN_MINUTES: &str = "*/10 * * * *";
 
-pub async fn run(cx: JobContext, cfg: CronConfig, shutdown: CancellationToken) {
+pub async fn run(cx: JobContext, cfg: CronConfig, paused: Paused, shutdown: CancellationToken) {
     let mut schedules = vec![];
     let all = [(sweeps::REFRESH_SWEEP, &cfg.refresh_schedule), (sweeps::SYNC_SWEEP, &cfg.sync_schedule), (retention::PRUNE, &cfg.prune_schedule)];
     for (name, expr) in all {
@@ -53,17 +55,17 @@ pub async fn run(cx: JobContext, cfg: CronConfig, shutdown: CancellationToken) {
     }
     let tasks: Vec<_> = schedules
         .into_iter()
-        .map(|(name, schedule)| tokio::spawn(run_schedule(cx.clone(), cfg.clone(), name, schedule, shutdown.clone())))
+        .map(|(name, schedule)| tokio::spawn(run_schedule(cx.clone(), cfg.clone(), paused.clone(), name, schedule, shutdown.clone())))
         .collect();
     for t in tasks {
         let _ = t.await;
     }
 }
 
-async fn run_schedule(cx: JobContext, cfg: CronConfig, name: &'static str, schedule: cron::Schedule, shutdown: CancellationToken) {
+async fn run_schedule(cx: JobContext, cfg: CronConfig, paused: Paused, name: &'static str, schedule: cron::Schedule, shutdown: CancellationToken) {
     let now = cx.now().to_datetime();
     if let Some(missed) = previous(&schedule, cfg.timezone, now, cfg.catch_up_within) {
-        fire(&cx, &cfg, name, missed, true).await;
+        fire(&cx, &cfg, &paused, name, missed, true).await;
     }
     loop {
         let now = cx.now().to_datetime();
@@ -73,12 +75,13 @@ async fn run_schedule(cx: JobContext, cfg: CronConfig, name: &'static str, sched
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        fire(&cx, &cfg, name, next, false).await;
+        fire(&cx, &cfg, &paused, name, next, false).await;
     }
 }
 
-/// Claims one firing and, if this process won it, runs it.
-async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTime<Utc>, catch_up: bool) {
+/// Claims one firing and, if this process won it, runs it — or records it skipped, when ops
+/// have paused the schedule (it is not caught up on resume: "Run now" on the dashboard is).
+async fn fire(cx: &JobContext, cfg: &CronConfig, paused: &Paused, name: &'static str, at: DateTime<Utc>, catch_up: bool) {
     let at = Timestamp::from(at);
     let claimed = match cx.store.claim_cron_run(name, at, &cx.worker, cx.now()).await {
         Ok(c) => c,
@@ -89,6 +92,14 @@ async fn fire(cx: &JobContext, cfg: &CronConfig, name: &'static str, at: DateTim
     };
     if !claimed {
         tracing::debug!(schedule = name, fire_at = %at, catch_up, "firing claimed by another process");
+        return;
+    }
+    if let Some(p) = paused.on(Target::Schedule(name)) {
+        tracing::warn!(schedule = name, fire_at = %at, "firing skipped: paused {}", p.describe());
+        let outcome = format!("skipped: paused {}", p.describe());
+        if let Err(e) = cx.store.finish_cron_run(name, at, None, &outcome, None, cx.now()).await {
+            tracing::error!(schedule = name, error = %e, "cannot record the firing's outcome");
+        }
         return;
     }
     tracing::info!(schedule = name, fire_at = %at, catch_up, "firing started");

@@ -8,10 +8,12 @@
 //!   dead, killed, deferred) — what apalis would otherwise re-run at once.
 //! - [`run_log`]: the attempts' run records, written in groups by one task per process.
 //! - [`cron`]: the nightly sweeps, each firing claimed once fleet-wide, missed ones caught up.
+//! - [`pauses`]: what ops have paused, as this process last heard it.
 
 pub mod attempt;
 pub mod claim_loop;
 pub mod cron;
+pub mod pauses;
 pub mod queues;
 pub mod run_log;
 
@@ -108,12 +110,17 @@ pub fn hostname() -> String {
 
 /// Runs the queues and the cron producers until `shutdown` is cancelled, then gives running
 /// jobs [`SHUTDOWN_GRACE`]; jobs claimed but not started go back to their queue.
-pub async fn run_workers(setup: WorkerSetup, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run_workers(mut setup: WorkerSetup, shutdown: CancellationToken) -> std::io::Result<()> {
     let name = setup.context.worker.clone();
     tracing::info!(worker = %name, database = setup.context.store.backend_name(), queues = "connect, refresh, sync, notify, event", "worker started");
-    let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), shutdown.clone()));
+    let paused = pauses::Paused::start(setup.context.store.clone(), setup.config.poll_interval, shutdown.clone()).await;
+    setup.context.paused = {
+        let paused = paused.clone();
+        jobs::pauses::Probe::new(move |target| paused.on(target))
+    };
+    let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), paused.clone(), shutdown.clone()));
     let keepalive = tokio::spawn(queues::keep_alive(setup.clone(), shutdown.clone()));
-    let result = queues::run(&setup, shutdown.clone()).await;
+    let result = queues::run(&setup, paused, shutdown.clone()).await;
     shutdown.cancel();
     let _ = cron.await;
     let _ = keepalive.await;

@@ -40,6 +40,9 @@ fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 5] {
 /// The apalis handler of every SQLite queue: one attempt, its end written by [`crate::attempt`].
 async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<QueueRuntime>>) -> Result<(), BoxDynError> {
     let rt: Arc<QueueRuntime> = (*rt).clone();
+    // A paused queue's fetched jobs wait here, unstarted, held by this worker (at most a
+    // batch). At a shutdown meanwhile they are left to the orphan rescue.
+    rt.paused.until_resumed(jobs::pauses::Target::Queue(rt.kind)).await;
     match crate::attempt::run(rt.clone(), task_id.to_string(), attempt.current() as i32, args).await? {
         // apalis acknowledges the success once this returns.
         crate::attempt::Ended::Succeeded(run, ending) => rt.runs.end(run, ending).await.map_err(Into::into),
@@ -128,7 +131,7 @@ async fn record_depth(setup: &WorkerSetup) {
 /// Runs every queue until `shutdown`, then gives running jobs [`SHUTDOWN_GRACE`]: on
 /// PostgreSQL with socialsync's claim loop ([`crate::claim_loop`]), on SQLite with apalis'
 /// monitor and a worker per queue.
-pub async fn run(setup: &WorkerSetup, shutdown: tokio_util::sync::CancellationToken) -> Result<(), String> {
+pub async fn run(setup: &WorkerSetup, paused: crate::pauses::Paused, shutdown: tokio_util::sync::CancellationToken) -> Result<(), String> {
     let cfg = &setup.config;
     let runs = crate::run_log::RunLog::new(setup.context.store.clone());
     let pool = match setup.context.store.pool().clone() {
@@ -138,7 +141,7 @@ pub async fn run(setup: &WorkerSetup, shutdown: tokio_util::sync::CancellationTo
                 shutdown.cancelled().await;
                 Ok(())
             };
-            return sqlite_monitor(setup, pool, runs).run_with_signal(signal).await.map_err(|e| e.to_string());
+            return sqlite_monitor(setup, pool, runs, paused).run_with_signal(signal).await.map_err(|e| e.to_string());
         }
     };
     let wakers: std::collections::HashMap<&'static str, Arc<tokio::sync::Notify>> = queues(setup).iter().map(|(kind, _)| (*kind, Default::default())).collect();
@@ -148,7 +151,7 @@ pub async fn run(setup: &WorkerSetup, shutdown: tokio_util::sync::CancellationTo
     let loops: Vec<_> = queues(setup)
         .into_iter()
         .map(|(kind, q)| {
-            let rt = QueueRuntime::new(setup, kind, worker_name(setup, kind), q, runs.clone());
+            let rt = QueueRuntime::new(setup, kind, worker_name(setup, kind), q, runs.clone(), paused.clone());
             tokio::spawn(crate::claim_loop::run_queue(pool.clone(), rt, q, cfg.poll_interval, wakers[kind].clone(), shutdown.clone()))
         })
         .collect();
@@ -161,7 +164,7 @@ pub async fn run(setup: &WorkerSetup, shutdown: tokio_util::sync::CancellationTo
 }
 
 /// apalis' monitor with a worker per queue on SQLite, ready to run.
-fn sqlite_monitor(setup: &WorkerSetup, pool: sqlx::SqlitePool, runs: crate::run_log::RunLog) -> Monitor {
+fn sqlite_monitor(setup: &WorkerSetup, pool: sqlx::SqlitePool, runs: crate::run_log::RunLog, paused: crate::pauses::Paused) -> Monitor {
     let cfg = &setup.config;
     let missed = (cfg.orphan_after.as_millis() / cfg.poll_interval.as_millis().max(1)).max(2) as usize;
     let mut monitor = Monitor::new()
@@ -173,10 +176,10 @@ fn sqlite_monitor(setup: &WorkerSetup, pool: sqlx::SqlitePool, runs: crate::run_
     for (kind, q) in queues(setup) {
         let first = worker_name(setup, kind);
         let poll = cfg.poll_interval;
-        let (pool, setup, runs) = (pool.clone(), setup.clone(), runs.clone());
+        let (pool, setup, runs, paused) = (pool.clone(), setup.clone(), runs.clone(), paused.clone());
         monitor = monitor.register(move |restarts| {
             let name = incarnation(&first, restarts);
-            let rt = QueueRuntime::new(&setup, kind, name.clone(), q, runs.clone());
+            let rt = QueueRuntime::new(&setup, kind, name.clone(), q, runs.clone(), paused.clone());
             let config = apalis_sqlite::Config::default()
                 .lock_tasks(false)
                 .queue(kind)

@@ -73,6 +73,7 @@ fn context(store: &Store, sb: &SandboxServer, vault: &Vault, hook: &Webhook) -> 
         worker: worker::process_name(),
         http: reqwest::Client::new(),
         local_gates: Default::default(),
+        paused: Default::default(),
     }
 }
 

@@ -55,6 +55,7 @@ pub async fn start_on(db: Arc<TestDb>, store: Store, tweak: impl FnOnce(&mut Api
         worker: "api-test".into(),
         http: reqwest::Client::new(),
         local_gates: Default::default(),
+        paused: Default::default(),
     };
     let jwt = Jwt::new(&Secret::from(JWT_SECRET));
     let mut config = ApiConfig {

@@ -1,0 +1,119 @@
+//! The ops commands, against `DATABASE_URL`, for scripts and for when the dashboard is down:
+//! `pause`, `resume` and `status`.
+
+use std::{fmt::Write as _, time::Duration};
+
+use anyhow::Result;
+use jobs::{
+    Store, Timestamp,
+    pauses::{Pause, Target},
+};
+
+use crate::settings::Settings;
+
+#[derive(clap::Args)]
+pub struct PauseArgs {
+    /// A queue (connect, refresh, sync, notify, event) or a schedule (token_refresh, data_sync, prune).
+    what: String,
+    /// For how long, e.g. 30m or 2h (until `socialsync resume` when absent).
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    lasting: Option<Duration>,
+    /// Why: shown on every dashboard page, in the workers' log and in `socialsync status`.
+    #[arg(long)]
+    reason: String,
+    /// Who pauses (default: the user running the command).
+    #[arg(long)]
+    by: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    /// What was paused: a queue or a schedule.
+    what: String,
+}
+
+/// The operator a command acts for: `--by`, or the login name, marked as the command line's.
+fn operator(by: Option<String>) -> String {
+    by.unwrap_or_else(|| format!("{} (cli)", std::env::var("USER").unwrap_or_else(|_| "unknown".into())))
+}
+
+async fn store(settings: &Settings) -> Result<Store> {
+    Ok(Store::connect(&settings.database()?).await?)
+}
+
+pub async fn pause(settings: &Settings, args: PauseArgs) -> Result<()> {
+    let target = Target::parse(&args.what).map_err(anyhow::Error::msg)?;
+    if args.reason.trim().is_empty() {
+        anyhow::bail!("--reason is empty: say why, for whoever sees the pause");
+    }
+    let store = store(settings).await?;
+    let pause = Pause::new(target, &operator(args.by), args.reason.trim(), Timestamp::now(), args.lasting);
+    store.pause(&pause).await?;
+    store.close().await;
+    tracing::info!(scope = %pause.scope, paused_by = %pause.paused_by, "paused");
+    println!("Paused {target} {}.", pause.describe());
+    println!("Workers stop starting its work within about a second; `socialsync resume {}` starts it again.", target.name());
+    Ok(())
+}
+
+pub async fn resume(settings: &Settings, args: ResumeArgs) -> Result<()> {
+    let target = Target::parse(&args.what).map_err(anyhow::Error::msg)?;
+    let store = store(settings).await?;
+    let ended = store.resume(&target.scope()).await?;
+    store.close().await;
+    match ended {
+        Some(p) => println!("Resumed {target} (paused {}).", p.describe()),
+        None => println!("{} was not paused.", capitalized(&target.to_string())),
+    }
+    Ok(())
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+pub async fn status(settings: &Settings) -> Result<()> {
+    let store = store(settings).await?;
+    let now = Timestamp::now();
+    let (queues, pauses, processes) = tokio::try_join!(store.queue_overview(), store.pauses(now), store.worker_processes(now))?;
+    store.close().await;
+    print!("{}", render(&queues, &pauses, &processes, now));
+    Ok(())
+}
+
+/// `socialsync status` as text.
+fn render(
+    queues: &std::collections::BTreeMap<String, jobs::store::QueueCounts>,
+    pauses: &[Pause],
+    processes: &[jobs::store::WorkerProcess],
+    now: Timestamp,
+) -> String {
+    let mut out = String::new();
+    let ago = |t: Timestamp| humantime::format_duration(Duration::from_secs(t.until(now).as_secs())).to_string();
+    let _ = writeln!(out, "{:<9} {:>9} {:>9} {:>8} {:>8} {:>7}  {:<16} paused", "queue", "pending", "scheduled", "running", "retrying", "dead", "oldest pending");
+    for name in jobs::QUEUES {
+        let q = queues.get(name).cloned().unwrap_or_default();
+        let n = |s: &str| q.counts.get(s).copied().unwrap_or(0);
+        let oldest = q.oldest_pending.map(|t| format!("{} ago", ago(t))).unwrap_or_else(|| "-".into());
+        let paused = if pauses.iter().any(|p| p.target() == Some(Target::Queue(name))) { "PAUSED" } else { "-" };
+        let _ = writeln!(out, "{name:<9} {:>9} {:>9} {:>8} {:>8} {:>7}  {oldest:<16} {paused}", n("pending"), n("scheduled"), n("running"), n("retrying"), n("dead"));
+    }
+    let _ = writeln!(out, "\npauses:");
+    for p in pauses {
+        let what = p.target().map_or_else(|| p.scope.clone(), |t| t.to_string());
+        let _ = writeln!(out, "  {what}: paused {}", p.describe());
+    }
+    if pauses.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    let _ = writeln!(out, "\nworker processes:");
+    let live: Vec<_> = processes.iter().filter(|p| p.stopped_at.is_none() && !p.is_stale(now)).collect();
+    for p in &live {
+        let _ = writeln!(out, "  {} (pid {} on {}), up {}, last heard {} ago", p.name, p.pid, p.host, ago(p.started_at), ago(p.last_seen));
+    }
+    if live.is_empty() {
+        let _ = writeln!(out, "  none running");
+    }
+    out
+}
