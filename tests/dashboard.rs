@@ -358,6 +358,24 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "1 notifications removed");
     assert!(store.notification(id).await.unwrap().is_none());
     b.screenshot("cron-retention").await;
+
+    // Paused from the overview's form, for an hour: the banner says so on every page, the cron
+    // page too; resumed, it is gone.
+    c.goto(&format!("{}/dashboard/", sys.url)).await.unwrap();
+    assert_eq!(b.text("#pauses p").await, "Nothing is paused.");
+    c.find(Locator::Css("form.pause-new select[name=target] option[value=data_sync]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.pause-new select[name=minutes] option[value='60']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.pause-new input[name=reason]")).await.unwrap().send_keys("database migration tonight").await.unwrap();
+    c.find(Locator::Css("form.pause-new button")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.notice", false, Duration::from_secs(10), |t| t.starts_with("Paused the data_sync schedule")).await;
+    c.goto(&format!("{}/dashboard/cron", sys.url)).await.unwrap();
+    let banner = b.text("div.paused").await;
+    assert!(banner.starts_with("Paused: the data_sync schedule, by ops (dashboard) at ") && banner.contains(": database migration tonight."), "{banner}");
+    b.screenshot("paused-banner").await;
+    c.goto(&format!("{}/dashboard/", sys.url)).await.unwrap();
+    c.find(Locator::Css("form.pause button[value=resume]")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.notice", false, Duration::from_secs(10), |t| t == "Resumed the data_sync schedule.").await;
+    assert!(c.find(Locator::Css("div.paused")).await.is_err(), "the banner is gone");
     b.close().await;
 }
 

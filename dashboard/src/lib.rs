@@ -4,7 +4,8 @@
 //! - [`session`]: the `OPS_PASSWORD` login, the signed session cookie, CSRF tokens, read-only.
 //! - `live`: one shared count query per tick, fanned out to every watching browser.
 //! - `overview`, `jobs_pages`, `cron_page`, `workers_page`, `accounts_page`, `health_page`: the
-//!   pages; `page` is their shell, `chart` draws their SVG charts.
+//!   pages; `page` is their shell, `chart` draws their SVG charts; `pauses_panel` the banner
+//!   and the pause and resume forms.
 //!
 //! Every action is a plain form POST with a CSRF token; it redirects back to the page it came
 //! from with its outcome (or its error) shown inline, and it is logged under `dashboard`.
@@ -17,6 +18,7 @@ mod jobs_pages;
 mod live;
 mod overview;
 mod page;
+mod pauses_panel;
 pub mod session;
 mod workers_page;
 
@@ -108,6 +110,8 @@ pub fn routes(dashboard: Dashboard) -> impl Endpoint {
         .at("/workers", get(workers_page::show))
         .at("/accounts", get(accounts_page::show))
         .at("/health", get(health_page::show))
+        .at("/pauses", post(pauses_panel::act))
+        .around(pauses_panel::read)
         .around(session::require);
     Route::new()
         .at("/login", get(session::login_page).post(session::login))

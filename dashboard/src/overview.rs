@@ -25,6 +25,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
     let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
     names.extend(frame.queues.keys().filter(|k| !QUEUES.contains(&k.as_str())).cloned());
     let empty = QueueCounts::default();
+    let paused = req.extensions().get::<crate::pauses_panel::InForce>().map(|p| p.0.clone()).unwrap_or_default();
     let body = html! {
         div.live-bar {
             span #live-status { "Live" }
@@ -42,7 +43,10 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
                 @for q in &names {
                     @let c = frame.queues.get(q).unwrap_or(&empty);
                     tr {
-                        th { a href={(BASE) "/jobs" (page::query(&[("queue", q)]))} { (q) } }
+                        th {
+                            a href={(BASE) "/jobs" (page::query(&[("queue", q)]))} { (q) }
+                            @if paused.iter().any(|p| p.scope == format!("queue:{q}")) { " " span.state.paused { "paused" } }
+                        }
                         @for s in JobState::ALL {
                             td.num {
                                 a data-cell={(q) ":" (s.as_str())} href={(BASE) "/jobs" (page::query(&[("queue", q), ("state", s.as_str())]))} {
@@ -59,6 +63,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
         @if frame.queues.values().any(|c| !c.estimated.is_empty()) {
             p.legend #estimated-note { "≈: estimated from the table's statistics (a table this big is not counted row by row); every other count is exact." }
         }
+        (crate::pauses_panel::panel(req, &d))
         h2 { "Finished attempts per minute" }
         div #throughput { (page::raw(frame.chart.clone())) }
         p.legend { span.swatch.ok {} " succeeded " span.swatch.bad {} " failed (retrying or dead)" }

@@ -64,6 +64,7 @@ pub fn shell(req: &Request, title: &str, flash: &Flash, body: Markup) -> Html<St
                         }
                     }
                 }
+                (crate::pauses_panel::banner(req))
                 main {
                     h1 { (title) }
                     @if let Some(n) = &flash.notice { p.notice role="status" { (n) } }

@@ -93,6 +93,53 @@ async fn dead_syncs(store: &Store, n: i64) -> Vec<String> {
 }
 
 both_backends! {
+    async fn a_pause_from_the_overview_shows_on_every_page_until_resumed(db: TestDb) {
+        let mut ops = serve(&db, Access::Open, false).await;
+        let token = ops.csrf("/").await;
+        let pause = |csrf: &str, target: &str, minutes: &str, reason: &str| {
+            [("csrf", csrf.to_owned()), ("action", "pause".into()), ("target", target.into()), ("minutes", minutes.into()), ("reason", reason.into())]
+        };
+        let post = |form: [(&'static str, String); 5]| {
+            let ops = &ops;
+            async move { ops.post("/pauses", &form.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await.1 }
+        };
+        // Refused: a forged token, no reason, nothing by that name, a length not offered.
+        for (form, says) in [
+            (pause("forged", "sync", "30", "outage"), "security%20token"),
+            (pause(&token, "sync", "30", " "), "Say%20why"),
+            (pause(&token, "syncs", "30", "outage"), "Choose%20a%20queue"),
+            (pause(&token, "sync", "7", "outage"), "how%20long"),
+        ] {
+            let location = post(form).await;
+            assert!(location.contains("error=") && location.contains(says), "{location}");
+        }
+        assert!(db.store.pauses(jobs::Timestamp::now()).await.unwrap().is_empty());
+
+        let before = jobs::Timestamp::now();
+        let location = post(pause(&token, "sync", "30", "TikTok returns 500s")).await;
+        assert!(location.contains("notice=Paused%20the%20sync%20queue"), "{location}");
+        let pauses = db.store.pauses(jobs::Timestamp::now()).await.unwrap();
+        assert_eq!(pauses.len(), 1, "{pauses:?}");
+        let p = &pauses[0];
+        assert_eq!((p.scope.as_str(), p.paused_by.as_str(), p.reason.as_str()), ("queue:sync", "ops (dashboard)", "TikTok returns 500s"));
+        let lasts = p.until.unwrap().millis() - p.paused_at.millis();
+        assert!(p.paused_at >= before && lasts == 30 * 60 * 1000, "{p:?}");
+        for page in ["/", "/jobs", "/cron", "/workers", "/accounts", "/health"] {
+            let (_, html) = ops.get(page).await;
+            assert!(html.contains("Paused: the sync queue") && html.contains("TikTok returns 500s"), "{page} has the banner");
+        }
+        let (_, html) = ops.get("/").await;
+        assert!(html.contains(r#"<span class="state paused">paused</span>"#), "the overview marks the queue");
+
+        let resume = [("csrf", token.as_str()), ("action", "resume"), ("target", "sync")];
+        let (_, location, _) = ops.post("/pauses", &resume).await;
+        assert!(location.contains("notice=Resumed%20the%20sync%20queue"), "{location}");
+        let (_, html) = ops.get("/health").await;
+        assert!(!html.contains("Paused: "), "the banner is gone");
+        let (_, location, _) = ops.post("/pauses", &resume).await;
+        assert!(location.contains("was%20not%20paused"), "{location}");
+    }
+
     async fn every_page_renders_what_the_store_holds(db: TestDb) {
         let s = &db.store;
         let v = jobs::Vault::new(jobs::VaultKey::parse(jobs::VaultKey::generate().expose()).unwrap(), vec![]);
@@ -201,6 +248,11 @@ async fn read_only_shows_no_actions_and_refuses_them() {
     let (_, location, _) = ops.post("/cron/run", &[("csrf", &token), ("schedule", "data_sync")]).await;
     assert!(location.contains("read-only"), "{location}");
     assert!(db.store.cron_runs("data_sync", 5).await.unwrap().is_empty(), "nothing ran");
+    let (_, html) = ops.get("/").await;
+    assert!(html.contains("Nothing is paused.") && !html.contains(r#"value="pause""#), "no pause form");
+    let (_, location, _) = ops.post("/pauses", &[("csrf", &token), ("action", "pause"), ("target", "sync"), ("minutes", "15"), ("reason", "x")]).await;
+    assert!(location.contains("read-only"), "{location}");
+    assert!(db.store.pauses(jobs::Timestamp::now()).await.unwrap().is_empty(), "nothing paused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

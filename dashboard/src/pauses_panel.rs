@@ -1,0 +1,141 @@
+//! Pauses on the dashboard: the banner every page shows while something is paused, the
+//! overview's panel to pause and resume (a queue or a schedule, with a reason and a length),
+//! and its form's handler. The same pauses as `socialsync pause` ([`jobs::pauses`]).
+
+use std::{sync::Arc, time::Duration};
+
+use jobs::{
+    QUEUES, Timestamp,
+    pauses::{Pause, SCHEDULES, Target},
+};
+use maud::{Markup, html};
+use poem::{Endpoint, IntoResponse, Request, Response, handler, web::Data};
+
+use crate::{
+    BASE, Dashboard,
+    page,
+    session::{Session, redirect},
+};
+
+/// The pauses in force when the page was built (in the request's extensions).
+#[derive(Clone, Debug, Default)]
+pub struct InForce(pub Vec<Pause>);
+
+/// In front of every page: reads the pauses for its banner (none shown if the read fails).
+pub async fn read<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let d = req.data::<Dashboard>().expect("the dashboard attaches its state").clone();
+    let pauses = d.cx.store.pauses(Timestamp::now()).await.unwrap_or_else(|e| {
+        tracing::warn!(target: "dashboard", error = %e, "cannot read the pauses");
+        vec![]
+    });
+    req.extensions_mut().insert(InForce(pauses));
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+fn what(p: &Pause) -> String {
+    p.target().map_or_else(|| p.scope.clone(), |t| t.to_string())
+}
+
+/// The banner: one line per pause in force.
+pub fn banner(req: &Request) -> Markup {
+    let pauses = req.extensions().get::<InForce>().map(|p| p.0.as_slice()).unwrap_or_default();
+    html! {
+        @if !pauses.is_empty() {
+            div.paused role="alert" {
+                @for p in pauses {
+                    p { strong { "Paused: " (what(p)) } ", " (p.describe()) ". " a href={(BASE) "/#pauses"} { "Resume on the overview" } }
+                }
+            }
+        }
+    }
+}
+
+/// How long a pause from the dashboard lasts: the form's choices (minutes; 0: until resumed).
+const LENGTHS: [(u64, &str); 5] = [(15, "15 minutes"), (30, "30 minutes"), (60, "1 hour"), (240, "4 hours"), (0, "until resumed")];
+
+/// The overview's panel: the pauses in force with their Resume button, and the Pause form.
+pub fn panel(req: &Request, d: &Dashboard) -> Markup {
+    let pauses = req.extensions().get::<InForce>().map(|p| p.0.as_slice()).unwrap_or_default();
+    let editable = !d.config.read_only;
+    html! {
+        section #pauses {
+            h2 { "Pauses" }
+            @if pauses.is_empty() { p { "Nothing is paused." } }
+            @for p in pauses {
+                form.pause method="post" action={(BASE) "/pauses"} data-scope=(p.scope) {
+                    (page::csrf_field(req))
+                    input type="hidden" name="target" value=(p.target().map_or("", Target::name));
+                    span { strong { (what(p)) } " — paused " (p.describe()) }
+                    @if editable { " " button type="submit" name="action" value="resume" { "Resume" } }
+                }
+            }
+            @if editable {
+                form.pause-new method="post" action={(BASE) "/pauses"} {
+                    (page::csrf_field(req))
+                    label { "Pause " select name="target" {
+                        optgroup label="Queues (claims stop; running attempts finish)" { @for q in QUEUES { option value=(q) { (q) } } }
+                        optgroup label="Schedules (firings are skipped)" { @for s in SCHEDULES { option value=(s) { (s) } } }
+                    } }
+                    " " label { "for " select name="minutes" { @for (v, words) in LENGTHS { option value=(v) { (words) } } } }
+                    " " label { "because " input type="text" name="reason" required maxlength="200" placeholder="TikTok returns 500s"; }
+                    " " button type="submit" name="action" value="pause" { "Pause" }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /dashboard/pauses`: pause or resume one target, back to the overview with the outcome.
+#[handler]
+pub async fn act(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Response {
+    let bytes = body.into_bytes().await.unwrap_or_default();
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+    let field = |k: &str| form.get(k).map_or("", |v| v.trim());
+    let back = format!("{BASE}/");
+    let done = |key: &str, msg: &str| redirect(&format!("{}#pauses", page::with_flash(&back, key, msg)));
+    if !req.extensions().get::<Session>().is_some_and(|s| s.csrf_ok(field("csrf"))) {
+        return done("error", "This form expired (security token mismatch); reload the page and try again.");
+    }
+    if d.config.read_only {
+        return done("error", "The dashboard is read-only.");
+    }
+    let Ok(target) = Target::parse(field("target")) else { return done("error", "Choose a queue or a schedule to pause.") };
+    let store = &d.cx.store;
+    // Until operators have names, every dashboard action is by the one ops password.
+    let by = "ops (dashboard)";
+    match field("action") {
+        "pause" => {
+            let reason = field("reason");
+            if reason.is_empty() || reason.chars().count() > 200 {
+                return done("error", "Say why (up to 200 characters): whoever sees the pause reads it.");
+            }
+            let Some(minutes) = LENGTHS.iter().map(|(m, _)| *m).find(|m| m.to_string() == field("minutes")) else {
+                return done("error", "Choose how long the pause lasts.");
+            };
+            let lasting = (minutes > 0).then(|| Duration::from_secs(minutes * 60));
+            let pause = Pause::new(target, by, reason, Timestamp::now(), lasting);
+            match store.pause(&pause).await {
+                Ok(()) => {
+                    tracing::warn!(target: "dashboard", scope = %pause.scope, paused_by = %by, reason, "paused from the dashboard");
+                    done("notice", &format!("Paused {target}: workers stop starting its work within about a second."))
+                }
+                Err(e) => {
+                    tracing::warn!(target: "dashboard", error = %e, "cannot pause");
+                    done("error", "The database did not answer; nothing was paused.")
+                }
+            }
+        }
+        "resume" => match store.resume(&target.scope()).await {
+            Ok(Some(_)) => {
+                tracing::warn!(target: "dashboard", scope = %target.scope(), resumed_by = %by, "resumed from the dashboard");
+                done("notice", &format!("Resumed {target}."))
+            }
+            Ok(None) => done("notice", &format!("{target} was not paused.")),
+            Err(e) => {
+                tracing::warn!(target: "dashboard", error = %e, "cannot resume");
+                done("error", "The database did not answer; nothing was resumed.")
+            }
+        },
+        _ => done("error", "Unknown action."),
+    }
+}
