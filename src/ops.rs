@@ -15,6 +15,9 @@ use crate::settings::Settings;
 pub struct PauseArgs {
     /// A queue (connect, refresh, sync, notify, event) or a schedule (token_refresh, data_sync, prune).
     what: String,
+    /// Only this platform's jobs of the queue (instagram, tiktok; sync and refresh only).
+    #[arg(long)]
+    platform: Option<String>,
     /// For how long, e.g. 30m or 2h (until `socialsync resume` when absent).
     #[arg(long = "for", value_parser = humantime::parse_duration)]
     lasting: Option<Duration>,
@@ -30,6 +33,18 @@ pub struct PauseArgs {
 pub struct ResumeArgs {
     /// What was paused: a queue or a schedule.
     what: String,
+    /// The platform, if only its jobs of the queue were paused.
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+/// `sync`, or `sync` with `--platform tiktok`.
+fn target(what: &str, platform: Option<&str>) -> Result<Target> {
+    let t = Target::parse(what).map_err(anyhow::Error::msg)?;
+    Ok(match platform {
+        Some(p) => t.on_platform(p).map_err(anyhow::Error::msg)?,
+        None => t,
+    })
 }
 
 /// The operator a command acts for: `--by`, or the login name, marked as the command line's.
@@ -42,7 +57,7 @@ async fn store(settings: &Settings) -> Result<Store> {
 }
 
 pub async fn pause(settings: &Settings, args: PauseArgs) -> Result<()> {
-    let target = Target::parse(&args.what).map_err(anyhow::Error::msg)?;
+    let target = target(&args.what, args.platform.as_deref())?;
     if args.reason.trim().is_empty() {
         anyhow::bail!("--reason is empty: say why, for whoever sees the pause");
     }
@@ -52,12 +67,12 @@ pub async fn pause(settings: &Settings, args: PauseArgs) -> Result<()> {
     store.close().await;
     tracing::info!(scope = %pause.scope, paused_by = %pause.paused_by, "paused");
     println!("Paused {target} {}.", pause.describe());
-    println!("Workers stop starting its work within about a second; `socialsync resume {}` starts it again.", target.name());
+    println!("Workers stop starting its work within about a second; `socialsync resume {}` starts it again.", target.command_args());
     Ok(())
 }
 
 pub async fn resume(settings: &Settings, args: ResumeArgs) -> Result<()> {
-    let target = Target::parse(&args.what).map_err(anyhow::Error::msg)?;
+    let target = target(&args.what, args.platform.as_deref())?;
     let store = store(settings).await?;
     let ended = store.resume(&target.scope()).await?;
     store.close().await;
@@ -96,7 +111,7 @@ fn render(
         let q = queues.get(name).cloned().unwrap_or_default();
         let n = |s: &str| q.counts.get(s).copied().unwrap_or(0);
         let oldest = q.oldest_pending.map(|t| format!("{} ago", ago(t))).unwrap_or_else(|| "-".into());
-        let paused = if pauses.iter().any(|p| p.target() == Some(Target::Queue(name))) { "PAUSED" } else { "-" };
+        let paused = jobs::pauses::queue_state(pauses, name, now).map_or_else(|| "-".into(), |s| s.to_uppercase());
         let _ = writeln!(out, "{name:<9} {:>9} {:>9} {:>8} {:>8} {:>7}  {oldest:<16} {paused}", n("pending"), n("scheduled"), n("running"), n("retrying"), n("dead"));
     }
     let _ = writeln!(out, "\npauses:");

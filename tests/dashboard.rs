@@ -380,6 +380,59 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_tiktok_s_syncs_stops_them_at_the_platform_while_instagram_s_go_on() {
+    let sys = System::start().await;
+    let store = sys.store().await;
+    let sb = testkit::platform::SandboxServer::remote(&format!("{}/sandbox", sys.url));
+    let vault = jobs::Vault::new(jobs::VaultKey::parse(&sys.key).unwrap(), vec![]);
+    let tiktok = testkit::platform::connected_accounts_on(&store, &sb, &vault, Platform::Tiktok, 8, 2).await;
+    let instagram = testkit::platform::connected_accounts_on(&store, &sb, &vault, Platform::Instagram, 8, 2).await;
+    let ids = |a: &[(AccountId, String)]| a.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    let (tiktok, instagram) = (ids(&tiktok), ids(&instagram));
+
+    let b = Browser::start().await;
+    let c = b.c();
+    b.sign_in(&sys.url, PASSWORD).await;
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
+    c.find(Locator::Css("form.pause-new select[name=target] option[value='sync:tiktok']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.pause-new input[name=reason]")).await.unwrap().send_keys("TikTok returns 500s").await.unwrap();
+    c.find(Locator::Css("form.pause-new button")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.notice", false, Duration::from_secs(10), |t| t.starts_with("Paused the sync queue's tiktok jobs")).await;
+    let banner = b.text("div.paused").await;
+    assert!(banner.starts_with("Paused: the sync queue's tiktok jobs, by ops (dashboard) at ") && banner.contains(": TikTok returns 500s."), "{banner}");
+    assert_eq!(b.text("table.counts tbody tr:nth-child(3) th span.paused").await, "tiktok paused", "on the sync queue's row");
+
+    testkit::eventually(Duration::from_secs(5), "the worker heard the pause", || async { sys.up.output().contains("paused: by ops (dashboard)") }).await;
+
+    // Every account's sync requested, TikTok's first: Instagram's run, TikTok's wait.
+    let from = sb.last_request_seq().await;
+    for id in tiktok.iter().chain(&instagram) {
+        store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+    }
+    testkit::eventually(Duration::from_secs(60), "Instagram's accounts synced", || testkit::all_accounts(&store, &instagram, |a| a.last_synced_at.is_some())).await;
+    assert!(testkit::all_accounts(&store, &tiktok, |a| a.last_synced_at.is_none()).await, "no TikTok account synced");
+    assert_eq!(sb.arrivals_us("user/info", from).await.len(), 0, "no TikTok sync reached the platform");
+    assert_eq!(sb.arrivals_us("me", from).await.len(), instagram.len(), "each Instagram sync did");
+    // Not even claimed: a claimed TikTok sync would have left a run record (a deferral's).
+    let jobs::store::Pool::Postgres(p) = store.pool() else { unreachable!() };
+    let tiktok_ids: Vec<i64> = tiktok.iter().map(|a| a.0).collect();
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_runs WHERE account_id = ANY($1)").bind(&tiktok_ids).fetch_one(p).await.unwrap();
+    assert_eq!(runs, 0, "no TikTok sync was claimed while paused");
+    b.wait_text("table.counts a[data-cell='sync:pending']", true, Duration::from_secs(10), |t| t == tiktok.len().to_string()).await;
+    b.screenshot("paused-tiktok").await;
+
+    // Resumed: the backlog drains, each sync at its first attempt.
+    c.find(Locator::Css("form.pause button[value=resume]")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.notice", false, Duration::from_secs(10), |t| t == "Resumed the sync queue's tiktok jobs.").await;
+    assert!(c.find(Locator::Css("div.paused")).await.is_err(), "the banner is gone");
+    testkit::eventually(Duration::from_secs(60), "TikTok's accounts synced", || testkit::all_accounts(&store, &tiktok, |a| a.last_synced_at.is_some())).await;
+    assert_eq!(sb.arrivals_us("user/info", from).await.len(), tiktok.len());
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT attempts FROM apalis.jobs WHERE job_type = 'sync' AND status = 'Done'").fetch_all(p).await.unwrap();
+    assert_eq!(attempts, [1], "a pause spends no attempt");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_demo_and_sign_in_pages_run_under_their_content_security_policy() {
     let sys = System::start_dev().await;
     // Swagger UI is one inline script and style, admitted by their hashes: it renders the spec.

@@ -179,4 +179,17 @@ async fn a_pause_from_the_command_line_stops_every_worker_and_a_resume_restarts_
     let jobs::store::Pool::Postgres(p) = db.store.pool() else { unreachable!() };
     let attempts: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT attempts FROM apalis.jobs WHERE job_type = 'sync'").fetch_all(p).await.unwrap();
     assert_eq!(attempts, [1]);
+
+    // One platform's jobs of a queue, from the command line: shown in the status, resumed the
+    // way the pause says; a queue that is not per account refuses a platform.
+    let env = fleet.env();
+    let (status, out, err) = support::run(fleet.dir.path(), &["pause", "refresh", "--platform", "tiktok", "--reason", "token endpoint down", "--by", "tester"], &env);
+    assert!(status.success() && out.contains("`socialsync resume refresh --platform tiktok` starts it again"), "{out}{err}");
+    let (_, status_out, _) = support::run(fleet.dir.path(), &["status"], &env);
+    assert!(status_out.lines().any(|l| l.starts_with("refresh ") && l.ends_with("TIKTOK PAUSED")), "{status_out}");
+    assert!(status_out.contains("the refresh queue's tiktok jobs: paused by tester at "), "{status_out}");
+    let (status, out, _) = support::run(fleet.dir.path(), &["resume", "refresh", "--platform", "tiktok"], &env);
+    assert!(status.success() && out.starts_with("Resumed the refresh queue's tiktok jobs"), "{out}");
+    let (status, _, err) = support::run(fleet.dir.path(), &["pause", "notify", "--platform", "tiktok", "--reason", "x"], &env);
+    assert!(!status.success() && err.contains("only the sync and refresh queues pause per platform"), "{err}");
 }

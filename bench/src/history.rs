@@ -83,7 +83,7 @@ async fn latencies(store: &Store, pool: &PgPool, base: &str) -> Vec<(&'static st
     let mut claim = vec![];
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        let got = claims::claim(pool, worker, sync::KIND, 1).await.expect("claimed");
+        let got = claims::claim(pool, worker, sync::KIND, 1, &[]).await.expect("claimed");
         claim.push(t.elapsed());
         let done: Vec<_> = got
             .into_iter()

@@ -144,7 +144,7 @@ async fn statements_alone(n: usize) -> Duration {
             let worker = format!("bench-alone-{i}");
             claims::register_worker(&pool, &worker, sync::KIND).await.expect("registered");
             loop {
-                let claimed = claims::claim(&pool, &worker, sync::KIND, ALONE_BATCH).await.expect("claimed");
+                let claimed = claims::claim(&pool, &worker, sync::KIND, ALONE_BATCH, &[]).await.expect("claimed");
                 if claimed.is_empty() {
                     return;
                 }

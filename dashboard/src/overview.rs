@@ -45,7 +45,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
                     tr {
                         th {
                             a href={(BASE) "/jobs" (page::query(&[("queue", q)]))} { (q) }
-                            @if paused.iter().any(|p| p.scope == format!("queue:{q}")) { " " span.state.paused { "paused" } }
+                            @if let Some(state) = jobs::pauses::queue_state(&paused, q, frame.at) { " " span.state.paused { (state) } }
                         }
                         @for s in JobState::ALL {
                             td.num {

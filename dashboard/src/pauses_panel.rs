@@ -1,12 +1,13 @@
 //! Pauses on the dashboard: the banner every page shows while something is paused, the
-//! overview's panel to pause and resume (a queue or a schedule, with a reason and a length),
+//! overview's panel to pause and resume (a queue, one platform's jobs of a queue, or a schedule,
+//! with a reason and a length),
 //! and its form's handler. The same pauses as `socialsync pause` ([`jobs::pauses`]).
 
 use std::{sync::Arc, time::Duration};
 
 use jobs::{
-    QUEUES, Timestamp,
-    pauses::{Pause, SCHEDULES, Target},
+    Platform, QUEUES, Timestamp,
+    pauses::{PLATFORM_QUEUES, Pause, SCHEDULES, Target},
 };
 use maud::{Markup, html};
 use poem::{Endpoint, IntoResponse, Request, Response, handler, web::Data};
@@ -64,7 +65,7 @@ pub fn panel(req: &Request, d: &Dashboard) -> Markup {
             @for p in pauses {
                 form.pause method="post" action={(BASE) "/pauses"} data-scope=(p.scope) {
                     (page::csrf_field(req))
-                    input type="hidden" name="target" value=(p.target().map_or("", Target::name));
+                    input type="hidden" name="target" value=(p.target().map_or_else(String::new, Target::key));
                     span { strong { (what(p)) } " — paused " (p.describe()) }
                     @if editable { " " button type="submit" name="action" value="resume" { "Resume" } }
                 }
@@ -74,6 +75,9 @@ pub fn panel(req: &Request, d: &Dashboard) -> Markup {
                     (page::csrf_field(req))
                     label { "Pause " select name="target" {
                         optgroup label="Queues (claims stop; running attempts finish)" { @for q in QUEUES { option value=(q) { (q) } } }
+                        optgroup label="One platform's jobs of a queue" {
+                            @for q in PLATFORM_QUEUES { @for p in Platform::ALL { option value={(q) ":" (p)} { (q) " for " (p) } } }
+                        }
                         optgroup label="Schedules (firings are skipped)" { @for s in SCHEDULES { option value=(s) { (s) } } }
                     } }
                     " " label { "for " select name="minutes" { @for (v, words) in LENGTHS { option value=(v) { (words) } } } }
@@ -99,7 +103,7 @@ pub async fn act(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Respon
     if d.config.read_only {
         return done("error", "The dashboard is read-only.");
     }
-    let Ok(target) = Target::parse(field("target")) else { return done("error", "Choose a queue or a schedule to pause.") };
+    let Ok(target) = Target::parse(field("target")) else { return done("error", "Choose a queue, a platform's jobs or a schedule to pause.") };
     let store = &d.cx.store;
     // Until operators have names, every dashboard action is by the one ops password.
     let by = "ops (dashboard)";

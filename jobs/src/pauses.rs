@@ -7,51 +7,81 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{QUEUES, retention, sweeps, time::Timestamp};
+use crate::{QUEUES, domain::Platform, refresh, retention, sweeps, sync, time::Timestamp};
 
 /// Every schedule, by its name in `cron_runs`.
 pub const SCHEDULES: [&str; 3] = [sweeps::REFRESH_SWEEP, sweeps::SYNC_SWEEP, retention::PRUNE];
+
+/// The queues whose jobs are each about one account, so one platform's may be paused alone.
+pub const PLATFORM_QUEUES: [&str; 2] = [sync::KIND, refresh::KIND];
 
 /// What a pause stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// A queue's claims (one of [`QUEUES`]).
     Queue(&'static str),
+    /// A queue's claims of one platform's jobs (one of [`PLATFORM_QUEUES`]).
+    Platform(&'static str, Platform),
     /// A schedule's firings (one of [`SCHEDULES`]).
     Schedule(&'static str),
 }
 
 impl Target {
-    /// A queue's or a schedule's name: `sync`, `data_sync`.
-    pub fn parse(name: &str) -> Result<Target, String> {
-        if let Some(q) = QUEUES.iter().find(|q| **q == name) {
+    /// As [`Target::key`] writes it: a queue or a schedule by name (`sync`, `data_sync`), or one
+    /// platform's jobs on a queue (`sync:tiktok`).
+    pub fn parse(key: &str) -> Result<Target, String> {
+        if let Some((queue, platform)) = key.split_once(':') {
+            return Target::parse(queue)?.on_platform(platform);
+        }
+        if let Some(q) = QUEUES.iter().find(|q| **q == key) {
             return Ok(Target::Queue(q));
         }
-        if let Some(s) = SCHEDULES.iter().find(|s| **s == name) {
+        if let Some(s) = SCHEDULES.iter().find(|s| **s == key) {
             return Ok(Target::Schedule(s));
         }
-        Err(format!("nothing to pause is named {name:?}: a queue ({}) or a schedule ({})", QUEUES.join(", "), SCHEDULES.join(", ")))
+        Err(format!("nothing to pause is named {key:?}: a queue ({}) or a schedule ({})", QUEUES.join(", "), SCHEDULES.join(", ")))
     }
 
-    /// As stored in `pauses.scope`: `queue:sync`, `schedule:data_sync`.
+    /// This queue's jobs of `platform` only.
+    pub fn on_platform(self, platform: &str) -> Result<Target, String> {
+        let p = Platform::ALL.into_iter().find(|p| p.as_str() == platform).ok_or_else(|| {
+            format!("no platform is named {platform:?}: {}", Platform::ALL.map(Platform::as_str).join(", "))
+        })?;
+        match self {
+            Target::Queue(q) if PLATFORM_QUEUES.contains(&q) => Ok(Target::Platform(q, p)),
+            _ => Err(format!("only the {} queues pause per platform, not {self}", PLATFORM_QUEUES.join(" and "))),
+        }
+    }
+
+    /// What [`Target::parse`] reads back: `sync`, `sync:tiktok`, `data_sync`.
+    pub fn key(self) -> String {
+        match self {
+            Target::Queue(n) | Target::Schedule(n) => n.to_owned(),
+            Target::Platform(q, p) => format!("{q}:{p}"),
+        }
+    }
+
+    /// As stored in `pauses.scope`: `queue:sync`, `queue:sync:tiktok`, `schedule:data_sync`.
     pub fn scope(self) -> String {
         match self {
-            Target::Queue(q) => format!("queue:{q}"),
+            Target::Queue(_) | Target::Platform(..) => format!("queue:{}", self.key()),
             Target::Schedule(s) => format!("schedule:{s}"),
         }
     }
 
     pub fn from_scope(scope: &str) -> Option<Target> {
         match scope.split_once(':')? {
-            ("queue", q) => QUEUES.iter().find(|k| **k == q).map(|k| Target::Queue(k)),
+            ("queue", q) => Target::parse(q).ok().filter(|t| !matches!(t, Target::Schedule(_))),
             ("schedule", s) => SCHEDULES.iter().find(|k| **k == s).map(|k| Target::Schedule(k)),
             _ => None,
         }
     }
 
-    pub fn name(self) -> &'static str {
+    /// The `socialsync resume` arguments that end a pause on it.
+    pub fn command_args(self) -> String {
         match self {
-            Target::Queue(n) | Target::Schedule(n) => n,
+            Target::Platform(q, p) => format!("{q} --platform {p}"),
+            _ => self.key(),
         }
     }
 }
@@ -60,26 +90,59 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Queue(q) => write!(f, "the {q} queue"),
+            Target::Platform(q, p) => write!(f, "the {q} queue's {p} jobs"),
             Target::Schedule(s) => write!(f, "the {s} schedule"),
         }
     }
+}
+
+/// The pause among `pauses` that holds a job of `queue` about an account of `platform` (none
+/// for a job about no account) at `now`: the queue's own, or its platform's.
+pub fn holding<'a>(pauses: &'a [Pause], queue: &str, platform: Option<Platform>, now: Timestamp) -> Option<&'a Pause> {
+    let held = |t: Target| match t {
+        Target::Queue(q) => q == queue,
+        Target::Platform(q, p) => q == queue && platform == Some(p),
+        Target::Schedule(_) => false,
+    };
+    pauses.iter().find(|p| p.holds(now) && p.target().is_some_and(held))
+}
+
+/// The platforms whose jobs of `queue` are paused at `now` (not counting a pause of the queue).
+pub fn paused_platforms(pauses: &[Pause], queue: &str, now: Timestamp) -> Vec<Platform> {
+    let on = |p: &Pause| match p.target() {
+        Some(Target::Platform(q, platform)) if q == queue && p.holds(now) => Some(platform),
+        _ => None,
+    };
+    pauses.iter().filter_map(on).collect()
 }
 
 /// The pauses as the process last heard them, for a handler that has waited (a sync for its
 /// pacing slot) to ask before it calls a platform. The worker runtime sets it; elsewhere
 /// nothing is paused.
 #[derive(Clone, Default)]
-pub struct Probe(Option<Arc<dyn Fn(Target) -> Option<Pause> + Send + Sync>>);
+pub struct Probe(Option<Arc<dyn Fn() -> Arc<Vec<Pause>> + Send + Sync>>);
 
 impl Probe {
-    pub fn new(on: impl Fn(Target) -> Option<Pause> + Send + Sync + 'static) -> Probe {
-        Probe(Some(Arc::new(on)))
+    pub fn new(pauses: impl Fn() -> Arc<Vec<Pause>> + Send + Sync + 'static) -> Probe {
+        Probe(Some(Arc::new(pauses)))
     }
 
-    /// The pause on `target` in force now, if any.
-    pub fn on(&self, target: Target) -> Option<Pause> {
-        self.0.as_ref().and_then(|f| f(target))
+    /// The pause holding a job of `queue` about an account of `platform` now, if any
+    /// ([`holding`]).
+    pub fn holding(&self, queue: &str, platform: Option<Platform>) -> Option<Pause> {
+        let pauses = self.0.as_ref()?();
+        holding(&pauses, queue, platform, Timestamp::now()).cloned()
     }
+}
+
+/// What is paused of `queue` at `now`, in a word or two for a table: `paused` (the queue),
+/// `tiktok paused` (one platform's jobs), or nothing.
+pub fn queue_state(pauses: &[Pause], queue: &str, now: Timestamp) -> Option<String> {
+    if holding(pauses, queue, None, now).is_some() {
+        return Some("paused".into());
+    }
+    let platforms = paused_platforms(pauses, queue, now);
+    (!platforms.is_empty()).then(|| format!("{} paused", platforms.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")))
 }
 
 /// A pause, as stored.
@@ -121,6 +184,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_job_is_held_by_its_queue_s_pause_or_its_platform_s() {
+        let now = Timestamp(1_000_000);
+        let pause = |t: Target| Pause::new(t, "ana", "outage", now, None);
+        let pauses = [pause(Target::Platform("sync", Platform::Tiktok)), pause(Target::Queue("notify"))];
+        assert!(holding(&pauses, "sync", Some(Platform::Tiktok), now).is_some());
+        assert!(holding(&pauses, "sync", Some(Platform::Instagram), now).is_none());
+        assert!(holding(&pauses, "sync", None, now).is_none() && holding(&pauses, "refresh", Some(Platform::Tiktok), now).is_none());
+        assert!(holding(&pauses, "notify", None, now).is_some());
+        assert_eq!(paused_platforms(&pauses, "sync", now), [Platform::Tiktok]);
+        assert_eq!(queue_state(&pauses, "sync", now).as_deref(), Some("tiktok paused"));
+        assert_eq!(queue_state(&pauses, "notify", now).as_deref(), Some("paused"));
+        assert_eq!(queue_state(&pauses, "refresh", now), None);
+    }
+
+    #[test]
     fn targets_are_queues_and_schedules_by_name() {
         assert_eq!(Target::parse("sync"), Ok(Target::Queue("sync")));
         assert_eq!(Target::parse("data_sync"), Ok(Target::Schedule("data_sync")));
@@ -129,6 +207,12 @@ mod tests {
             assert_eq!(Target::from_scope(&t.scope()), Some(t));
         }
         assert_eq!(Target::from_scope("platform:tiktok"), None);
+        let tiktok = Target::parse("sync:tiktok").unwrap();
+        assert_eq!((tiktok, tiktok.scope(), tiktok.command_args()), (Target::Platform("sync", Platform::Tiktok), "queue:sync:tiktok".into(), "sync --platform tiktok".into()));
+        assert_eq!(Target::from_scope("queue:sync:tiktok"), Some(tiktok));
+        assert_eq!(Target::from_scope("queue:data_sync"), None);
+        assert!(Target::parse("notify:tiktok").unwrap_err().contains("only the sync and refresh queues pause per platform"));
+        assert!(Target::parse("sync:youtube").unwrap_err().contains("no platform is named \"youtube\""));
     }
 
     #[test]

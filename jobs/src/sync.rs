@@ -9,7 +9,6 @@ use crate::{
     domain::{AccountId, AccountStatus},
     job::{JobContext, JobError, Outcome},
     pacing::Slot,
-    pauses::Target,
     refresh,
     store::{NewJob, Snapshot},
     time::Timestamp,
@@ -90,10 +89,10 @@ pub async fn run(args: SyncAccount, cx: &JobContext) -> Result<Outcome, JobError
             return Err(defer(cx.now().plus(wait).minus(early)));
         }
     };
-    // Paused while it waited for the slot: not started. Put back due now, it is claimed again
-    // once the queue is resumed (nothing claims a paused queue's jobs meanwhile).
-    if let Some(p) = cx.paused.on(Target::Queue(KIND)) {
-        tracing::info!(target: "data_sync", account_id = %id, "not started: the sync queue was paused {}", p.describe());
+    // Paused while it waited for the slot (the queue, or its platform's syncs): not started.
+    // Put back due now, it is claimed again once resumed (nothing claims it meanwhile).
+    if let Some(p) = cx.paused.holding(KIND, Some(account.platform)) {
+        tracing::info!(target: "data_sync", account_id = %id, scope = %p.scope, "not started: paused {}", p.describe());
         return Err(defer(cx.now()));
     }
     metrics::histogram!("socialsync_pacing_wait_seconds", "platform" => account.platform.as_str()).record(waited.as_secs_f64());

@@ -143,8 +143,8 @@ async fn the_claim_loop_acknowledges_in_groups_with_run_records_and_rescues_the_
     claims::register_worker(pool, "dead.sync", sync::KIND)
         .await
         .unwrap();
-    let mine = claims::claim(pool, "p.sync", sync::KIND, 3).await.unwrap();
-    let theirs = claims::claim(pool, "dead.sync", sync::KIND, 10)
+    let mine = claims::claim(pool, "p.sync", sync::KIND, 3, &[]).await.unwrap();
+    let theirs = claims::claim(pool, "dead.sync", sync::KIND, 10, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -252,7 +252,7 @@ async fn the_claim_loop_acknowledges_in_groups_with_run_records_and_rescues_the_
             .unwrap(),
         2
     );
-    let again = claims::claim(pool, "p.sync", sync::KIND, 10).await.unwrap();
+    let again = claims::claim(pool, "p.sync", sync::KIND, 10, &[]).await.unwrap();
     let mut ids: Vec<_> = again.iter().map(|c| (c.id.clone(), c.attempt)).collect();
     ids.sort();
     let mut expected = vec![

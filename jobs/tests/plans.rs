@@ -135,11 +135,11 @@ async fn the_dedup_look_up_plans_on_the_dedup_index_without_statistics() {
     .unwrap();
     assert!(tuples < 0.0 && !analysed, "the table has no statistics (reltuples {tuples}, analysed {analysed})");
 
-    let prepare = format!("PREPARE enqueue (text, text, bytea, int4, int8, text, text) AS {}", db.store.enqueue_statement());
+    let prepare = format!("PREPARE enqueue (text, text, bytea, int4, int8, text, text, int8) AS {}", db.store.enqueue_statement());
     sqlx::raw_sql(sqlx::AssertSqlSafe(prepare)).execute(&mut *conn).await.unwrap();
     for mode in ["force_custom_plan", "force_generic_plan"] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}"))).execute(&mut *conn).await.unwrap();
-        let explain = format!("EXPLAIN (FORMAT JSON) EXECUTE enqueue ('01NEW', 'sync', '\\x7b7d', 5, {}, 'sync:500', 'sync sync:500')", now.millis());
+        let explain = format!("EXPLAIN (FORMAT JSON) EXECUTE enqueue ('01NEW', 'sync', '\\x7b7d', 5, {}, 'sync:500', 'sync sync:500', 500)", now.millis());
         let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain)).fetch_one(&mut *conn).await.unwrap();
         let mut scans = vec![];
         scans_of(&plan[0]["Plan"], "jobs", &mut scans);

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use jobs::{
     AccountId, Platform, Secret, Timestamp, Vault,
-    clients::{Clients, PlatformClient, tiktok},
+    clients::{Clients, tiktok},
     config::{InstagramConfig, PlatformCredentials, PlatformsConfig, TiktokConfig},
     store::NewAccount,
     vault::Aad,
@@ -179,6 +179,12 @@ pub fn param(url: &url::Url, name: &str) -> Option<String> {
 /// (consent + code exchange, 16 at a time), and stores them in `store` as the connect job
 /// would, tokens sealed by `vault`. Returns each account's id and platform user id.
 pub async fn connected_accounts_with(store: &jobs::Store, sb: &SandboxServer, vault: &Vault, n: usize, posts: usize) -> Vec<(AccountId, String)> {
+    connected_accounts_on(store, sb, vault, Platform::Tiktok, n, posts).await
+}
+
+/// [`connected_accounts_with`] on either platform: usernames `fleet{i}` (TikTok) or
+/// `fleet_ig{i}` (Instagram), of users `user{i}`.
+pub async fn connected_accounts_on(store: &jobs::Store, sb: &SandboxServer, vault: &Vault, platform: Platform, n: usize, posts: usize) -> Vec<(AccountId, String)> {
     let clients = Arc::new(Clients::new(&sb.platforms(Duration::from_secs(10))));
     let gate = Arc::new(tokio::sync::Semaphore::new(16));
     let mut tasks = tokio::task::JoinSet::new();
@@ -187,20 +193,25 @@ pub async fn connected_accounts_with(store: &jobs::Store, sb: &SandboxServer, va
         let admin = SandboxServer::remote(&sb.url);
         tasks.spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            let acct = admin.admin(reqwest::Method::POST, "accounts", json!({ "platform": "tiktok", "username": format!("fleet{i}"), "posts": posts })).await;
+            let username = match platform {
+                Platform::Tiktok => format!("fleet{i}"),
+                Platform::Instagram => format!("fleet_ig{i}"),
+            };
+            let acct = admin.admin(reqwest::Method::POST, "accounts", json!({ "platform": platform.as_str(), "username": username, "posts": posts })).await;
             let puid = acct["id"].as_str().unwrap().to_owned();
-            let verifier = tiktok::pkce_verifier();
-            let url = clients.tiktok.authorization_url("s", Some(&tiktok::pkce_challenge(&verifier)));
+            let client = clients.get(platform);
+            let verifier = client.uses_pkce().then(tiktok::pkce_verifier);
+            let url = client.authorization_url("s", verifier.as_ref().map(tiktok::pkce_challenge).as_deref());
             let redirect = admin.consent(&url, &puid, true).await;
             let code = jobs::Secret::new(param(&redirect, "code").unwrap());
-            let grant = clients.tiktok.exchange_code(&code, Some(&verifier)).await.unwrap();
+            let grant = client.exchange_code(&code, verifier.as_ref()).await.unwrap();
             let now = Timestamp::now();
-            let aad = |f| Aad::account(Platform::Tiktok, &puid, f);
+            let aad = |f| Aad::account(platform, &puid, f);
             let new = NewAccount {
                 user_id: format!("user{i}"),
-                platform: Platform::Tiktok,
+                platform,
                 platform_user_id: puid.clone(),
-                username: format!("fleet{i}"),
+                username,
                 display_name: None,
                 scopes: grant.scopes.clone(),
                 access_token: vault.seal(&aad("access_token"), &grant.access_token),

@@ -17,8 +17,9 @@
 //!   another waits for half a batch, or for the other to end); at most [`OPEN_PER_SLOT`] × concurrency jobs are
 //!   claimed and not yet acknowledged;
 //! - idle, it wakes on apalis' insert notification (LISTEN) or every `poll_interval`;
-//! - a queue ops have paused ([`crate::pauses`]) claims nothing, and a job claimed and not
-//!   started when the pause is heard is put back;
+//! - a queue ops have paused ([`crate::pauses`]) claims nothing, a paused platform's jobs are
+//!   passed over by the claim, and a job claimed and not started when its pause is heard is
+//!   put back;
 //! - every `poll_interval` the process rescues the jobs of its queues' dead workers, as
 //!   apalis does, in one statement.
 //!
@@ -146,7 +147,9 @@ pub async fn run_queue(
             registered = true;
         }
         let paused = resume.is_some();
-        let held = rt.paused.on(jobs::pauses::Target::Queue(kind)).is_some();
+        // Paused platforms' jobs are passed over; with all of them paused, nothing is claimed.
+        let except = rt.paused.paused_platforms(kind);
+        let held = rt.paused.holding(kind, None).is_some() || except.len() == jobs::Platform::ALL.len();
         let may_claim = !paused && !held && in_flight.len() < CLAIMS_IN_FLIGHT && !shutdown.is_cancelled();
         if may_claim {
             let need = if in_flight.is_empty() { 1 } else { least_beside };
@@ -157,7 +160,7 @@ pub async fn run_queue(
                 flow.unstarted.fetch_add(n, Relaxed);
                 let (pool, rt, ended) = (pool.clone(), rt.clone(), flow.ended.load(Relaxed));
                 in_flight.push(async move {
-                    let claimed = claims::claim(&pool, &rt.worker_name, kind, n).await;
+                    let claimed = claims::claim(&pool, &rt.worker_name, kind, n, &except).await;
                     Claim { rt, claimed, taken, ended }
                 });
                 continue;
@@ -197,7 +200,8 @@ pub async fn run_queue(
             _ = wake.notified(), if paused && wakeable => resume = None,
             _ = tokio::time::sleep_until(until), if paused => resume = None,
             _ = flow.freed.notified(), if may_claim => {}
-            _ = pause_changes.changed(), if held => {}
+            // A pause or a resume: claim again at once (a resumed platform's jobs are due).
+            _ = pause_changes.changed() => resume = None,
         }
     }
     // Claims already sent may have committed: their jobs are put back, as the jobs claimed
@@ -270,6 +274,7 @@ impl Running {
             id,
             payload,
             attempt,
+            platform,
         } = job;
         let slot = tokio::select! {
             biased;
@@ -277,8 +282,9 @@ impl Running {
             slot = self.slots.clone().acquire_owned() => Some(slot.expect("never closed")),
         };
         self.flow.unstarted.fetch_sub(1, Relaxed);
-        // Not started after a shutdown, nor once its queue is paused: put back as never claimed.
-        let slot = slot.filter(|_| rt.paused.on(jobs::pauses::Target::Queue(rt.kind)).is_none());
+        // Not started after a shutdown, nor once its queue or its platform's jobs are paused:
+        // put back as never claimed.
+        let slot = slot.filter(|_| rt.paused.holding(rt.kind, platform).is_none());
         let Some(slot) = slot else {
             // Once: if it fails, the rescue puts the job back (counting an attempt).
             if let Err(e) = claims::release(&self.pool, &rt.worker_name, std::slice::from_ref(&id)).await {

@@ -116,7 +116,7 @@ pub async fn run_workers(mut setup: WorkerSetup, shutdown: CancellationToken) ->
     let paused = pauses::Paused::start(setup.context.store.clone(), setup.config.poll_interval, shutdown.clone()).await;
     setup.context.paused = {
         let paused = paused.clone();
-        jobs::pauses::Probe::new(move |target| paused.on(target))
+        jobs::pauses::Probe::new(move || paused.all())
     };
     let cron = tokio::spawn(cron::run(setup.context.clone(), setup.config.cron.clone(), paused.clone(), shutdown.clone()));
     let keepalive = tokio::spawn(queues::keep_alive(setup.clone(), shutdown.clone()));

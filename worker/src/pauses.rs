@@ -5,8 +5,8 @@
 use std::{sync::Arc, time::Duration};
 
 use jobs::{
-    Store, Timestamp,
-    pauses::{Pause, Target},
+    Platform, Store, Timestamp,
+    pauses::{self, Pause, Target},
     store::{PAUSES_CHANNEL, Pool},
 };
 use tokio::sync::watch;
@@ -33,12 +33,19 @@ impl Paused {
         self.0.borrow().iter().find(|p| p.scope == scope && p.holds(Timestamp::now())).cloned()
     }
 
-    /// Waits until `target` is not paused (a pause that expires is dropped at the next read).
-    pub async fn until_resumed(&self, target: Target) {
-        let mut rx = self.clone();
-        while self.on(target).is_some() {
-            rx.changed().await;
-        }
+    /// The pause holding a job of `queue` about an account of `platform` now, if any.
+    pub fn holding(&self, queue: &str, platform: Option<Platform>) -> Option<Pause> {
+        pauses::holding(&self.0.borrow(), queue, platform, Timestamp::now()).cloned()
+    }
+
+    /// The platforms whose jobs of `queue` are paused now (beside a pause of the whole queue).
+    pub fn paused_platforms(&self, queue: &str) -> Vec<Platform> {
+        pauses::paused_platforms(&self.0.borrow(), queue, Timestamp::now())
+    }
+
+    /// The pauses in force, as last read (for [`jobs::pauses::Probe`]).
+    pub fn all(&self) -> Arc<Vec<Pause>> {
+        self.0.borrow().clone()
     }
 
     /// Resolves at the next change (a pause or a resume anywhere).

@@ -40,14 +40,37 @@ fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 5] {
 /// The apalis handler of every SQLite queue: one attempt, its end written by [`crate::attempt`].
 async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<QueueRuntime>>) -> Result<(), BoxDynError> {
     let rt: Arc<QueueRuntime> = (*rt).clone();
-    // A paused queue's fetched jobs wait here, unstarted, held by this worker (at most a
-    // batch). At a shutdown meanwhile they are left to the orphan rescue.
-    rt.paused.until_resumed(jobs::pauses::Target::Queue(rt.kind)).await;
+    // A paused queue's (or platform's) fetched jobs wait here, unstarted, held by this worker
+    // (at most a batch). At a shutdown meanwhile they are left to the orphan rescue.
+    until_unpaused(&rt, &args).await;
     match crate::attempt::run(rt.clone(), task_id.to_string(), attempt.current() as i32, args).await? {
         // apalis acknowledges the success once this returns.
         crate::attempt::Ended::Succeeded(run, ending) => rt.runs.end(run, ending).await.map_err(Into::into),
         crate::attempt::Ended::Recorded => Ok(()),
     }
+}
+
+/// Returns once no pause holds the job. Its account's platform is read only if a platform's
+/// jobs of its queue are paused: SQLite's claim cannot pass over them as PostgreSQL's does, so
+/// they hold their slots meanwhile (ARCHITECTURE.md, Pauses).
+async fn until_unpaused(rt: &QueueRuntime, args: &Value) {
+    let mut platform = None;
+    let mut changes = rt.paused.clone();
+    loop {
+        if platform.is_none() && !rt.paused.paused_platforms(rt.kind).is_empty() {
+            platform = Some(platform_of(rt, args).await);
+        }
+        if rt.paused.holding(rt.kind, platform.flatten()).is_none() {
+            return;
+        }
+        changes.changed().await;
+    }
+}
+
+/// The platform of the account a job is about, if it names one that exists.
+async fn platform_of(rt: &QueueRuntime, args: &Value) -> Option<jobs::Platform> {
+    let id = jobs::AccountId(args.get("account_id")?.as_i64()?);
+    rt.cx.store.account(id).await.ok().flatten().map(|a| a.platform)
 }
 
 /// The apalis worker name of `kind` in this process, on its first run.

@@ -73,9 +73,8 @@ impl Store {
     /// Sync jobs waiting (pending or scheduled) per platform: the pacing gates' backlog.
     pub async fn sync_backlog(&self) -> Result<Vec<(Platform, i64)>> {
         let sql = self.pool().pick(
-            "SELECT a.platform, COUNT(*) FROM apalis.jobs j
-               JOIN social_accounts a ON a.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'account_id')::bigint
-             WHERE j.job_type = 'sync' AND j.status = 'Pending' GROUP BY 1 ORDER BY 1",
+            "SELECT platform, COUNT(*) FROM apalis.jobs
+             WHERE job_type = 'sync' AND status = 'Pending' AND platform IS NOT NULL GROUP BY 1 ORDER BY 1",
             "SELECT a.platform, COUNT(*) FROM Jobs j
                JOIN social_accounts a ON a.id = json_extract(CAST(j.job AS TEXT), '$.account_id')
              WHERE j.job_type = 'sync' AND j.status = 'Pending' GROUP BY 1 ORDER BY 1",

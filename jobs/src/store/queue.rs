@@ -70,6 +70,18 @@ fn joined_key(queue: &str, key: &str) -> String {
     format!("{queue} {key}")
 }
 
+/// The account a job is about, as its payload names it (`account_id`: syncs, refreshes,
+/// notifications): PostgreSQL stores that account's platform on the job, by which a claim
+/// passes over the jobs of a paused platform ([`crate::pauses`]).
+fn account_of(job: &NewJob) -> Option<i64> {
+    job.payload.get("account_id")?.as_i64()
+}
+
+/// The platform of the account `id` (PostgreSQL), as a scalar subquery.
+fn platform_of(id: &str) -> String {
+    format!("(SELECT a.platform FROM social_accounts a WHERE a.id = {id})")
+}
+
 /// A fresh job id (apalis ids are ULIDs).
 pub fn new_job_id() -> String {
     ulid::Ulid::new().to_string()
@@ -104,6 +116,7 @@ impl Store {
                     .bind(job.run_at.millis())
                     .bind(job.dedup_key.as_deref())
                     .bind(joined)
+                    .bind(account_of(job))
                     .fetch_one(p)
                     .await?
             }
@@ -124,8 +137,9 @@ impl Store {
         Ok(Enqueued { created: stands == id, id: stands })
     }
 
-    /// The statement [`Store::enqueue`] runs first (its parameters: PostgreSQL `$1`–`$7` = id,
-    /// queue, payload, max attempts, run-at in ms, dedup key, [`dedup_key_of`]'s value; SQLite
+    /// The statement [`Store::enqueue`] runs first (its parameters: PostgreSQL `$1`–`$8` = id,
+    /// queue, payload, max attempts, run-at in ms, dedup key, [`dedup_key_of`]'s value, the
+    /// account the job is about ([`account_of`]); SQLite
     /// `$1`, `$2` = that value, run-at in ms): public so that a test can explain its plan.
     #[doc(hidden)]
     pub fn enqueue_statement(&self) -> String {
@@ -138,10 +152,11 @@ impl Store {
                 let (head, tail) = self.upsert();
                 format!(
                     "WITH waiting AS ({}), fresh AS (
-                        {head} SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6 WHERE NOT EXISTS (SELECT 1 FROM waiting) {tail}
+                        {head} SELECT $1, $2, $3, 'Pending', 0, $4, to_timestamp($5::float8 / 1000), 0, $6, {platform} WHERE NOT EXISTS (SELECT 1 FROM waiting) {tail}
                     )
                     SELECT id FROM waiting UNION ALL SELECT id FROM fresh",
-                    waiting("apalis.jobs", "$7", "to_timestamp($5::float8 / 1000)")
+                    waiting("apalis.jobs", "$7", "to_timestamp($5::float8 / 1000)"),
+                    platform = platform_of("$8::int8"),
                 )
             }
             super::Pool::Sqlite(_) => waiting("Jobs", "$1", &sqlite_secs("$2")),
@@ -179,7 +194,9 @@ impl Store {
     /// whose dedup key already waits moves that job earlier instead; returns the standing id.
     fn upsert(&self) -> (String, String) {
         let table = self.jobs_table();
-        let head = format!("INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key) ");
+        // PostgreSQL's rows carry the platform of the account they are about (migration 0015).
+        let platform = self.pool().pick(", platform", "");
+        let head = format!("INSERT INTO {table} (id, job_type, job, status, attempts, max_attempts, run_at, priority, dedup_key{platform}) ");
         let tail = format!(
             // The index's key and predicate as written in migration 0008 (SQLite matches them by
             // their text).
@@ -196,13 +213,14 @@ impl Store {
     async fn insert_jobs_with_ids(&self, jobs: &[NewJob], ids: &[String]) -> Result<Vec<String>> {
         let (head, tail) = self.upsert();
         let stands = match self.pool() {
-            // Arrays, one per column: a chunk of thousands binds 6 parameters, not 6 per row,
+            // Arrays, one per column: a chunk of thousands binds 7 parameters, not 7 per row,
             // which PostgreSQL parses and plans far faster (sweep fan-out, BENCHMARKS.md).
             super::Pool::Postgres(p) => {
                 let sql = format!(
-                    "{head} SELECT id, job_type, job, 'Pending', 0, max_attempts, to_timestamp(run_at::float8 / 1000), 0, dedup_key
-                     FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::int8[], $6::text[])
-                        AS t (id, job_type, job, max_attempts, run_at, dedup_key) {tail}"
+                    "{head} SELECT id, job_type, job, 'Pending', 0, max_attempts, to_timestamp(run_at::float8 / 1000), 0, dedup_key, {platform}
+                     FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::int8[], $6::text[], $7::int8[])
+                        AS t (id, job_type, job, max_attempts, run_at, dedup_key, account_id) {tail}",
+                    platform = platform_of("t.account_id"),
                 );
                 sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(ids)
@@ -211,6 +229,7 @@ impl Store {
                     .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
                     .bind(jobs.iter().map(|j| j.run_at.millis()).collect::<Vec<_>>())
                     .bind(jobs.iter().map(|j| j.dedup_key.clone()).collect::<Vec<_>>())
+                    .bind(jobs.iter().map(account_of).collect::<Vec<_>>())
                     .fetch_all(p)
                     .await?
             }
