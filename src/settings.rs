@@ -511,6 +511,7 @@ impl Settings {
             timezone,
             sweep_chunk: jobs::sweeps::CHUNK,
             live_every: Duration::from_secs(2),
+            keep_history_on_disconnect: self.keep_history_on_disconnect,
         })
     }
 }

@@ -433,6 +433,35 @@ async fn pausing_tiktok_s_syncs_stops_them_at_the_platform_while_instagram_s_go_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_s_page_syncs_it_now_and_shows_the_attempt() {
+    let sys = System::start().await;
+    let store = sys.store().await;
+    let sb = testkit::platform::SandboxServer::remote(&format!("{}/sandbox", sys.url));
+    let vault = jobs::Vault::new(jobs::VaultKey::parse(&sys.key).unwrap(), vec![]);
+    let (id, _) = testkit::platform::connected_accounts_on(&store, &sb, &vault, Platform::Instagram, 1, 3).await[0].clone();
+
+    let b = Browser::start().await;
+    let c = b.c();
+    b.sign_in(&sys.url, PASSWORD).await;
+    c.goto(&format!("{}/dashboard/accounts?username=fleet_ig0", sys.url)).await.unwrap();
+    c.find(Locator::Css("table.accounts tbody a[href^='/dashboard/accounts/']")).await.unwrap().click().await.unwrap();
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "instagram @fleet_ig0").await;
+    assert!(b.text("table.runs").await.contains("No attempt recorded"), "never synced");
+    let from = sb.last_request_seq().await;
+    c.find(Locator::Css("form.actions button[value=sync]")).await.unwrap().click().await.unwrap();
+    let notice = b.wait_text("p.notice", false, Duration::from_secs(10), |t| t.starts_with("A sync is queued: job ")).await;
+    let job = notice.trim_start_matches("A sync is queued: job ").trim_end_matches('.').to_owned();
+    // The attempt appears on the page once it has run, with its outcome.
+    let row = b.wait_text("table.runs tbody tr:first-child", true, Duration::from_secs(30), |t| t.contains("succeeded")).await;
+    assert!(row.starts_with("sync ") && row.contains(&job), "{row}");
+    assert!(store.account(id).await.unwrap().unwrap().last_synced_at.is_some(), "synced");
+    assert_eq!(sb.arrivals_us("me", from).await.len(), 1, "one profile read at the platform");
+    assert!(b.text("p.figure").await.ends_with("followers at the last sync, 1 snapshot shown"));
+    b.screenshot("account-page").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_demo_and_sign_in_pages_run_under_their_content_security_policy() {
     let sys = System::start_dev().await;
     // Swagger UI is one inline script and style, admitted by their hashes: it renders the spec.

@@ -258,6 +258,7 @@ fn dashboard_config() -> dashboard::DashboardConfig {
         timezone: chrono_tz::Tz::UTC,
         sweep_chunk: 100,
         live_every: Duration::from_secs(1),
+        keep_history_on_disconnect: true,
     }
 }
 

@@ -101,6 +101,7 @@ pub(crate) async fn serve(store: &jobs::Store, live_every: Duration) -> (String,
         timezone: chrono_tz::Tz::UTC,
         sweep_chunk: jobs::sweeps::CHUNK,
         live_every,
+        keep_history_on_disconnect: true,
     };
     let app = Route::new().nest(dashboard::BASE, dashboard::routes(Dashboard::new(cx, config, None))).boxed();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");

@@ -129,7 +129,7 @@ fn table(rows: &[AccountRow], now: Timestamp) -> Markup {
                     tr {
                         td.num { a href={(BASE) "/jobs?account=" (a.id.0)} { (a.id.0) } }
                         td { (a.user_id) }
-                        td { (a.platform.as_str()) " @" (a.username) }
+                        td { a href={(BASE) "/accounts/" (a.id.0)} { (a.platform.as_str()) " @" (a.username) } }
                         td { span class={"status " (a.status.as_str())} { (a.status.as_str()) } " " small { (page::relative(a.status_changed_at, now)) } }
                         td { (a.access_expires_at.map(|t| page::relative(t, now)).unwrap_or_else(|| "—".into())) }
                         td { (a.next_refresh_at.map(|t| page::relative(t, now)).unwrap_or_else(|| "—".into())) }

@@ -20,6 +20,8 @@ pub struct Chart<'a> {
     /// The scale's top; the largest stack when `None`.
     pub max: Option<f64>,
     pub label: &'a str,
+    /// What a column's value counts, after the scale's top: "max 40 attempts".
+    pub unit: &'a str,
     /// Labels under the first and last column.
     pub ends: (String, String),
 }
@@ -55,12 +57,13 @@ pub fn draw(c: &Chart) -> String {
     }
     let _ = write!(
         s,
-        r#"<line class="axis" x1="0" x2="{W}" y1="{H}" y2="{H}"/><text x="0" y="{}">{}</text><text x="{W}" y="{}" text-anchor="end">{}</text><text x="4" y="10">max {}</text></svg>"#,
+        r#"<line class="axis" x1="0" x2="{W}" y1="{H}" y2="{H}"/><text x="0" y="{}">{}</text><text x="{W}" y="{}" text-anchor="end">{}</text><text x="4" y="10">max {} {}</text></svg>"#,
         H + 14.0,
         esc(&c.ends.0),
         H + 14.0,
         esc(&c.ends.1),
-        fmt_num(top)
+        fmt_num(top),
+        esc(c.unit)
     );
     s
 }
@@ -89,6 +92,7 @@ pub fn throughput(minutes: &[MinuteCounts], since: Timestamp) -> String {
         target: None,
         max: None,
         label: "Finished attempts per minute, last hour",
+        unit: "attempts a minute",
         ends: ("60 min ago".into(), "now".into()),
     })
 }
@@ -104,6 +108,6 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains(r#"class="ok" x="10.0" y="30.0" width="9.0" height="90.0""#), "{svg}");
         assert!(svg.contains("00:01 UTC: 3 succeeded, 1 failed"));
-        assert!(svg.contains("max 4"));
+        assert!(svg.contains("max 4 attempts a minute"), "{svg}");
     }
 }

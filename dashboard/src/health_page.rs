@@ -112,7 +112,7 @@ fn refresh_section(days: &[DayOutcomes], since: Timestamp) -> Markup {
             }
             (page::raw(chart::draw(&Chart {
                 columns, series: &["ok"], target: Some(TARGET_RATE), max: Some(100.0),
-                label: "Token refresh success rate per day, %", ends: (day(since), "today".into()),
+                label: "Token refresh success rate per day, %", unit: "%", ends: (day(since), "today".into()),
             })))
         }
     }
@@ -153,7 +153,7 @@ fn nightly_section(d: &Dashboard, nightly: &[jobs::store::NightlySync], since: T
             p { "Counted: the syncs each sweep enqueued (not those deduplicated into a sync already waiting, nor any requested later). Took: from the sweep to the end of the last of them. Expected: each platform's syncs one pacing spacing apart. A run more than 10 % (and a minute) over is flagged." }
             (page::raw(chart::draw(&Chart {
                 columns, series: &["ok", "bad"], target: None, max: None,
-                label: "Nightly sync duration per day, minutes (red: over the expectation)", ends: (day(since), "today".into()),
+                label: "Nightly sync duration per day, minutes (red: over the expectation)", unit: "minutes", ends: (day(since), "today".into()),
             })))
             table {
                 thead { tr { th { "Fired" } th.num { "Syncs enqueued" } th.num { "Succeeded (Instagram / TikTok)" } th.num { "Took" } th.num { "Expected" } th { "" } } }
@@ -193,7 +193,7 @@ fn limits_section(ours: &[(Timestamp, i64)], theirs: &[(Timestamp, i64)], since:
             p { (total(ours)) " answered by this API, " (total(theirs)) " from the platforms, in " (DAYS) " days." }
             (page::raw(chart::draw(&Chart {
                 columns, series: &["warn", "bad"], target: None, max: None,
-                label: "429 answers per hour: ours and the platforms'", ends: (day(since), "now".into()),
+                label: "429 answers per hour: ours and the platforms'", unit: "429s an hour", ends: (day(since), "now".into()),
             })))
             p.legend { span.swatch.warn {} " ours (rate limits) " span.swatch.bad {} " the platforms'" }
         }
@@ -231,7 +231,7 @@ fn inactive_section(weeks: &[(Timestamp, i64)], first: Timestamp, today: Timesta
             }
             (page::raw(chart::draw(&Chart {
                 columns, series: &["bad"], target: None, max: None,
-                label: "Accounts that became inactive per week", ends: (format!("week of {}", day(first)), "this week".into()),
+                label: "Accounts that became inactive per week", unit: "accounts a week", ends: (format!("week of {}", day(first)), "this week".into()),
             })))
         }
     }

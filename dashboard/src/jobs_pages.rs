@@ -193,12 +193,12 @@ fn filter_form(q: &ListQuery) -> Markup {
 #[handler]
 pub async fn detail(req: &Request, d: Data<&Dashboard>, id: Path<String>, flash: Query<Flash>) -> poem::Result<Html<String>> {
     let store = &d.cx.store;
-    let job = store.job_row(&id).await.map_err(internal)?;
+    let job = store.job_row(&id).await.map_err(page::unavailable)?;
     let Some(job) = job else {
         let flash = Flash { error: Some(format!("No job {} (it may have been deleted).", id.0)), notice: None };
         return Ok(page::shell(req, "Job", &flash, html! { a href={(BASE) "/jobs"} { "← All jobs" } }));
     };
-    let runs = store.job_runs(&job.id).await.map_err(internal)?;
+    let runs = store.job_runs(&job.id).await.map_err(page::unavailable)?;
     let now = Timestamp::now();
     let back = format!("{BASE}/jobs/{}", job.id);
     let body = html! {
@@ -267,11 +267,6 @@ fn pretty(payload: &str) -> String {
         .unwrap_or_else(|| payload.to_owned())
 }
 
-fn internal(e: jobs::StoreError) -> poem::Error {
-    tracing::warn!(target: "dashboard", error = %e, "dashboard query failed");
-    poem::Error::from_string("The database did not answer; try again.", poem::http::StatusCode::SERVICE_UNAVAILABLE)
-}
-
 /// An action's form: either `action` on the checked `id`s, or `all` (an action) on every job
 /// the `f_*` filter matches, which first asks for confirmation (`confirmed` carries the count
 /// the operator saw). Parsed by hand: repeated `id` fields are the selection.
@@ -314,7 +309,7 @@ pub async fn act(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Respon
     if let (Selection::Matching(filter), None) = (&selection, get("confirmed")) {
         return match store.count_jobs(filter).await {
             Ok(n) => confirm_page(req, action, &filter_query, n, &back).into_response(),
-            Err(e) => fail(&internal(e).to_string()),
+            Err(e) => fail(&page::unavailable(e).to_string()),
         };
     }
     match store.act_on_jobs(action, &selection, Timestamp::now()).await {

@@ -3,13 +3,14 @@
 //!
 //! - [`session`]: the `OPS_PASSWORD` login, the signed session cookie, CSRF tokens, read-only.
 //! - `live`: one shared count query per tick, fanned out to every watching browser.
-//! - `overview`, `jobs_pages`, `cron_page`, `workers_page`, `accounts_page`, `health_page`: the
-//!   pages; `page` is their shell, `chart` draws their SVG charts; `pauses_panel` the banner
-//!   and the pause and resume forms.
+//! - `overview`, `jobs_pages`, `cron_page`, `workers_page`, `accounts_page`, `account_page`,
+//!   `health_page`: the pages; `page` is their shell, `chart` draws their SVG charts;
+//!   `pauses_panel` the banner and the pause and resume forms.
 //!
 //! Every action is a plain form POST with a CSRF token; it redirects back to the page it came
 //! from with its outcome (or its error) shown inline, and it is logged under `dashboard`.
 
+mod account_page;
 mod accounts_page;
 mod chart;
 mod cron_page;
@@ -73,6 +74,9 @@ pub struct DashboardConfig {
     pub sweep_chunk: u32,
     /// How often live numbers are recomputed while someone watches.
     pub live_every: Duration,
+    /// An account disconnected from its page keeps its snapshots and posts
+    /// (`KEEP_HISTORY_ON_DISCONNECT`, as for a user's disconnect through the API).
+    pub keep_history_on_disconnect: bool,
 }
 
 /// What the pages share. Cheap to clone.
@@ -109,6 +113,8 @@ pub fn routes(dashboard: Dashboard) -> impl Endpoint {
         .at("/cron/run", post(cron_page::run_now))
         .at("/workers", get(workers_page::show))
         .at("/accounts", get(accounts_page::show))
+        .at("/accounts/:id", get(account_page::show))
+        .at("/accounts/:id/act", post(account_page::act))
         .at("/health", get(health_page::show))
         .at("/pauses", post(pauses_panel::act))
         .around(pauses_panel::read)

@@ -88,7 +88,7 @@ async fn daily_chart(d: &Dashboard) -> String {
     });
     chart::draw(&Chart {
         columns, series: &["ok", "bad"], target: None, max: None,
-        label: "Finished attempts per day, last 90 days", ends: (format!("{days} days ago"), "today".into()),
+        label: "Finished attempts per day, last 90 days", unit: "attempts a day", ends: (format!("{days} days ago"), "today".into()),
     })
 }
 

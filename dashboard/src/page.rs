@@ -100,6 +100,12 @@ pub fn off() -> Html<String> {
     })
 }
 
+/// A page whose database read failed: 503 with a sentence, the cause logged.
+pub fn unavailable(e: jobs::StoreError) -> poem::Error {
+    tracing::warn!(target: "dashboard", error = %e, "dashboard query failed");
+    poem::Error::from_string("The database did not answer; try again.", poem::http::StatusCode::SERVICE_UNAVAILABLE)
+}
+
 /// The hidden CSRF field of a form.
 pub fn csrf_field(req: &Request) -> Markup {
     let token = req.extensions().get::<Session>().map(|s| s.csrf.clone()).unwrap_or_default();

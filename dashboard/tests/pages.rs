@@ -7,7 +7,7 @@ use std::time::Duration;
 use dashboard::{Access, Dashboard, DashboardConfig, ScheduleConfig};
 use jobs::{
     AccountId, Platform, Secret, Store, Timestamp,
-    store::{JobFilter, JobOutcome, JobRunStart, JobState, NewAccount, Pool, ProcessBeat, ProcessQueue},
+    store::{JobFilter, JobOutcome, JobRunStart, JobState, NewAccount, Pool, ProcessBeat, ProcessQueue, Snapshot},
     sync::{self, SyncReason},
     vault::Aad,
 };
@@ -38,6 +38,7 @@ async fn serve(db: &TestDb, access: Access, read_only: bool) -> Ops {
         timezone: chrono_tz::Tz::UTC,
         sweep_chunk: 100,
         live_every: Duration::from_millis(200),
+        keep_history_on_disconnect: true,
     };
     let dashboard = Dashboard::new(cx, config, None);
     let app = Route::new().nest(dashboard::BASE, dashboard::routes(dashboard.clone())).boxed();
@@ -182,6 +183,65 @@ both_backends! {
         }
     }
 
+    async fn an_account_s_page_shows_its_history_and_acts_on_it(db: TestDb) {
+        let s = &db.store;
+        let v = jobs::Vault::new(jobs::VaultKey::parse(jobs::VaultKey::generate().expose()).unwrap(), vec![]);
+        let now = Timestamp::now();
+        let account = s.upsert_account(&NewAccount {
+            user_id: "user-8".into(), platform: Platform::Tiktok, platform_user_id: "tt-8".into(), username: "singer_8".into(),
+            display_name: None, scopes: "user.info.basic".into(),
+            access_token: v.seal(&Aad::account(Platform::Tiktok, "tt-8", "access_token"), &Secret::from("act.secret.value")),
+            refresh_token: Some(v.seal(&Aad::account(Platform::Tiktok, "tt-8", "refresh_token"), &Secret::from("rft.secret.value"))),
+            access_expires_at: now.plus(Duration::from_secs(86_400)), refresh_expires_at: None, next_refresh_at: Some(now.plus(Duration::from_secs(9_000))),
+        }, now).await.unwrap().id;
+        for (days_ago, followers) in [(2, 10), (1, 12)] {
+            let snap = Snapshot { taken_at: now.minus(Duration::from_secs(days_ago * 86_400)), followers_count: Some(followers), ..Default::default() };
+            s.save_sync(account, None, &snap, &[], snap.taken_at).await.unwrap();
+        }
+        let run = s.start_job_run(&JobRunStart { queue: jobs::refresh::KIND, job_id: "01REFRESHED", account_id: Some(account), attempt: 1, worker: "p" }, now).await.unwrap();
+        s.finish_job_run(run, JobOutcome::Retrying, Some("transient"), Some("TikTok answered 503"), now).await.unwrap();
+
+        let mut ops = serve(&db, Access::Open, false).await;
+        let page = format!("/accounts/{}", account.0);
+        let (status, html) = ops.get(&page).await;
+        assert_eq!(status, 200);
+        for expect in ["tiktok @singer_8", "user-8", "Next refresh", "(in 2 h)", "access token, encrypted and refresh token, encrypted", "max 12 followers", "12 followers at the last sync, 2 snapshots shown", "01REFRESHED", "transient TikTok answered 503", "Sync now", "Disconnect"] {
+            assert!(html.contains(expect), "the page shows {expect:?}:\n{html}");
+        }
+        assert!(!html.contains("act.secret.value") && !html.contains("rft.secret.value"), "never a token");
+        let (_, list) = ops.get("/accounts?user=user-8").await;
+        assert!(list.contains(&format!(r#"href="/dashboard/accounts/{}""#, account.0)), "the list links to it");
+
+        let token = ops.csrf(&page).await;
+        let acts = format!("{page}/act");
+        assert!(ops.post(&acts, &[("csrf", "forged"), ("action", "sync")]).await.1.contains("security%20token"));
+        assert_eq!(s.waiting_job(sync::KIND, Some(&sync::dedup_key(account))).await.unwrap(), None, "nothing queued");
+        let location = ops.post(&acts, &[("csrf", &token), ("action", "sync")]).await.1;
+        let waiting = s.waiting_job(sync::KIND, Some(&sync::dedup_key(account))).await.unwrap().expect("a sync queued");
+        assert!(location.starts_with(&format!("/dashboard{page}?notice=A%20sync%20is%20queued")) && location.contains(&waiting), "{location}");
+        assert!(ops.post(&acts, &[("csrf", &token), ("action", "sync")]).await.1.contains("already%20waiting"), "a second click stands on the first");
+        assert!(ops.post(&acts, &[("csrf", &token), ("action", "refresh")]).await.1.contains("A%20token%20refresh%20is%20queued"));
+        let (_, html) = ops.get(&page).await;
+        assert!(html.contains(&format!(r#"href="/dashboard/jobs/{waiting}""#)), "the waiting sync is linked");
+
+        assert!(ops.post(&acts, &[("csrf", &token), ("action", "reconnect")]).await.1.contains("notice=Marked%20for%20reconnection"));
+        let a = s.account(account).await.unwrap().unwrap();
+        assert_eq!(a.status, jobs::AccountStatus::ReauthRequired);
+        let notes = s.notifications_of_user("user-8", 10).await.unwrap();
+        assert_eq!((notes.len(), notes[0].kind.as_str()), (1, "reauth_required"), "the user is told");
+        assert!(ops.post(&acts, &[("csrf", &token), ("action", "sync")]).await.1.contains("does%20not%20apply"), "no sync of an account out of active");
+        let (_, html) = ops.get(&page).await;
+        assert!(html.contains("reauth_required") && !html.contains("Sync now") && html.contains("Disconnect"));
+
+        assert!(ops.post(&acts, &[("csrf", &token), ("action", "disconnect")]).await.1.contains("notice=Disconnected"));
+        let a = s.account(account).await.unwrap().unwrap();
+        assert!(a.status == jobs::AccountStatus::Disconnected && a.access_token.is_none() && a.refresh_token.is_none(), "{a:?}");
+        assert_eq!(s.snapshots(account, 10).await.unwrap().len(), 2, "history kept (KEEP_HISTORY_ON_DISCONNECT)");
+        assert!(ops.post(&acts, &[("csrf", &token), ("action", "disconnect")]).await.1.contains("does%20not%20apply"));
+        let (_, html) = ops.get("/accounts/99999999").await;
+        assert!(html.contains("No account 99999999."));
+    }
+
     async fn actions_need_the_csrf_token_and_all_matching_asks_first(db: TestDb) {
         let ids = dead_syncs(&db.store, 3).await;
         let mut ops = serve(&db, Access::Open, false).await;
@@ -253,6 +313,12 @@ async fn read_only_shows_no_actions_and_refuses_them() {
     let (_, location, _) = ops.post("/pauses", &[("csrf", &token), ("action", "pause"), ("target", "sync"), ("minutes", "15"), ("reason", "x")]).await;
     assert!(location.contains("read-only"), "{location}");
     assert!(db.store.pauses(jobs::Timestamp::now()).await.unwrap().is_empty(), "nothing paused");
+    let account = testkit::account(&db.store, Platform::Instagram, "ig-ro", Timestamp::now()).await;
+    let (_, html) = ops.get(&format!("/accounts/{}", account.0)).await;
+    assert!(html.contains("@ig-ro") && !html.contains("Sync now") && !html.contains("Disconnect"), "no account actions");
+    let (_, location, _) = ops.post(&format!("/accounts/{}/act", account.0), &[("csrf", &token), ("action", "disconnect")]).await;
+    assert!(location.contains("read-only"), "{location}");
+    assert_eq!(db.store.account(account).await.unwrap().unwrap().status, jobs::AccountStatus::Active);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     job::{JobContext, JobError, Outcome},
     refresh,
-    store::{NewAccount, NewJob},
+    store::{Account, NewAccount, NewJob, StoreError},
     sync::{self, SyncReason},
     time::Timestamp,
     vault::Aad,
@@ -88,4 +88,28 @@ pub async fn run(args: ConnectAccount, cx: &JobContext) -> Result<Outcome, JobEr
     cx.enqueue(sync::job(account.id, SyncReason::Connect, now)).await?;
     tracing::info!(account_id = %account.id, platform = %state.platform, "account connected");
     Ok(Outcome::Done(format!("connected account {}", account.id)))
+}
+
+/// Disconnects an account, as its user asked (the API) or ops did (the dashboard): revokes the
+/// grant at the platform where it has a revoke call — best effort, a platform that is down
+/// must not stop it — forgets the tokens, and drops the account's history unless
+/// `keep_history`. Returns false if it was disconnected already.
+pub async fn disconnect(cx: &JobContext, account: &Account, keep_history: bool) -> Result<bool, StoreError> {
+    if let Some(sealed) = &account.access_token {
+        let aad = Aad::account(account.platform, &account.platform_user_id, "access_token");
+        match cx.vault.open(&aad, sealed) {
+            Ok(token) => {
+                if let Err(e) = cx.clients.get(account.platform).revoke(&token).await {
+                    tracing::warn!(account_id = %account.id, error = %e, "revoking at the platform failed; disconnecting anyway");
+                }
+            }
+            Err(e) => tracing::warn!(account_id = %account.id, error = %e, "stored token unreadable; disconnecting without revoking"),
+        }
+    }
+    let done = cx.store.disconnect_account(account.id, cx.now()).await?;
+    if !keep_history {
+        cx.store.delete_account_history(account.id).await?;
+    }
+    tracing::info!(account_id = %account.id, platform = %account.platform, "account disconnected");
+    Ok(done)
 }

@@ -2,7 +2,7 @@
 //! 404, the same as one that does not exist. No token ever leaves: views are built field by
 //! field from what is safe to show.
 
-use jobs::{AccountStatus, Aad, store::{Account, Post, Snapshot}, sync::{self, SyncReason}};
+use jobs::{AccountStatus, store::{Account, Post, Snapshot}, sync::{self, SyncReason}};
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::{Path, Query}, payload::Json};
 
@@ -220,23 +220,7 @@ impl AccountsApi {
     ) -> Result<Disconnected> {
         let account = own_account(&self.0, &user.0, id.0).await?;
         let cx = &self.0.config.jobs;
-        if let Some(sealed) = &account.access_token {
-            // Best effort: the user asked to leave; a platform that is down must not stop it.
-            let aad = Aad::account(account.platform, &account.platform_user_id, "access_token");
-            match cx.vault.open(&aad, sealed) {
-                Ok(token) => {
-                    if let Err(e) = cx.clients.get(account.platform).revoke(&token).await {
-                        tracing::warn!(account_id = %account.id, error = %e, "revoking at the platform failed; disconnecting anyway");
-                    }
-                }
-                Err(e) => tracing::warn!(account_id = %account.id, error = %e, "stored token unreadable; disconnecting without revoking"),
-            }
-        }
-        self.0.store.disconnect_account(account.id, cx.now()).await?;
-        if !self.0.config.keep_history_on_disconnect {
-            self.0.store.delete_account_history(account.id).await?;
-        }
-        tracing::info!(account_id = %account.id, platform = %account.platform, "account disconnected");
+        jobs::connect::disconnect(cx, &account, self.0.config.keep_history_on_disconnect).await?;
         if erase.0 {
             let request = super::events_api::erase_request(&account, "the user asked to erase it", cx.now());
             return Ok(Disconnected::Erasing(Json(super::events_api::deletion(&self.0, request).await?)));

@@ -194,6 +194,13 @@ impl Store {
         }
     }
 
+    /// An account's latest attempts on any queue, newest first (the `(account_id, started_at)`
+    /// index).
+    pub async fn account_runs(&self, account: AccountId, limit: u32) -> Result<Vec<JobRun>> {
+        const SQL: &str = "SELECT * FROM job_runs WHERE account_id = $1 ORDER BY started_at DESC, id DESC LIMIT $2";
+        Ok(on_pool!(self, p => sqlx::query_as(SQL).bind(account).bind(i64::from(limit)).fetch_all(p).await?))
+    }
+
     /// A job's attempts, in order.
     pub async fn job_runs(&self, job_id: &str) -> Result<Vec<JobRun>> {
         const SQL: &str = "SELECT * FROM job_runs WHERE job_id = $1 ORDER BY id";
