@@ -101,6 +101,7 @@ fn retention_section(keep: &jobs::retention::Retention, sizes: Option<&[jobs::st
         ("Delivered notifications", "RETAIN_NOTIFICATIONS", keep.notifications),
         ("Firings", "RETAIN_CRON_RUNS", keep.cron_runs),
         ("Silent worker processes", "RETAIN_WORKERS", keep.workers),
+        ("Ops' actions and sign-ins (the audit trail)", "RETAIN_AUDIT", keep.audit),
     ];
     html! {
         section.retention {

@@ -44,6 +44,8 @@ pub struct Retention {
     /// Rows of worker processes silent this long (one that still holds a job stays until its
     /// job is rescued).
     pub workers: Option<Duration>,
+    /// The audit trail of ops' actions and sign-ins.
+    pub audit: Option<Duration>,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -59,6 +61,7 @@ impl Default for Retention {
             notifications: Some(DAY * 30),
             cron_runs: Some(DAY * 90),
             workers: Some(DAY),
+            audit: Some(DAY * 365),
         }
     }
 }
@@ -134,6 +137,9 @@ pub async fn prune(store: &Store, keep: &Retention, now: Timestamp, batch: u32) 
     report.add("rollups", store.prune_rollups(before(ROLLUPS_KEPT)).await?);
     if let Some(d) = keep.workers {
         report.add("workers", store.prune_workers(before(d)).await?);
+    }
+    if let Some(d) = keep.audit {
+        report.add("audit_log", drain("audit_log", batch, || store.prune_audit(before(d), batch)).await?);
     }
     report.pages_released = store.release_free_pages().await?;
     report.millis = started.elapsed().as_millis() as u64;

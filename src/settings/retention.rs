@@ -19,6 +19,7 @@ impl Settings {
             notifications: retention("RETAIN_NOTIFICATIONS", &self.retain_notifications)?,
             cron_runs: retention("RETAIN_CRON_RUNS", &self.retain_cron_runs)?,
             workers: retention("RETAIN_WORKERS", &self.retain_workers)?,
+            audit: retention("RETAIN_AUDIT", &self.retain_audit)?,
         };
         // Daily snapshots are what is left after the full ones: shorter would make no sense.
         if let (Some(all), Some(daily)) = (r.snapshots, r.daily_snapshots)

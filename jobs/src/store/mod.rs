@@ -49,6 +49,7 @@ macro_rules! write_tx {
 #[macro_use]
 mod outbox;
 mod accounts;
+mod audit;
 pub mod claims;
 mod cron;
 mod events;
@@ -68,6 +69,7 @@ mod rotation;
 mod sync_data;
 
 pub use accounts::{Account, NewAccount, RefreshedTokens};
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use cron::CronRun;
 pub use events::StoredEvent;
 pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunEnding, JobRunStart};
