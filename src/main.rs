@@ -48,6 +48,18 @@ enum Command {
     Resume(ops::ResumeArgs),
     /// Queues, pauses and worker processes, from the database.
     Status,
+    /// The dashboard's operators.
+    #[command(subcommand)]
+    Ops(OpsCommand),
+}
+
+#[derive(Subcommand)]
+enum OpsCommand {
+    /// Read a password from standard input and print NAME's line for OPS_USERS (a password hash).
+    AddUser {
+        /// Letters, digits, '.', '_' or '-'.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -67,6 +79,12 @@ fn main() -> ExitCode {
     if let Some(Command::Keys(KeysCommand::Generate)) = cli.command {
         commands::keys_generate();
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Ops(OpsCommand::AddUser { name })) = &cli.command {
+        return match ops::add_user(name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
     }
     let settings = match settings::Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -89,6 +107,7 @@ fn main() -> ExitCode {
             Command::Pause(args) => ops::pause(&settings, args).await,
             Command::Resume(args) => ops::resume(&settings, args).await,
             Command::Status => ops::status(&settings).await,
+            Command::Ops(_) => unreachable!("handled before the runtime starts"),
         }
     });
     // Don't wait for stray blocking tasks (e.g. a pool still closing) past the grace periods.

@@ -1,5 +1,6 @@
 //! The ops commands, against `DATABASE_URL`, for scripts and for when the dashboard is down:
-//! `pause`, `resume` and `status`.
+//! `pause`, `resume` and `status` (pauses and resumes go into the audit trail, as the
+//! dashboard's do); and `ops add-user`, which needs no database.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -36,6 +37,34 @@ pub struct ResumeArgs {
     /// The platform, if only its jobs of the queue were paused.
     #[arg(long)]
     platform: Option<String>,
+    /// Who resumes (default: the user running the command).
+    #[arg(long)]
+    by: Option<String>,
+}
+
+/// Records a command in the audit trail; the command has done its work, so a failure to
+/// record is said, not fatal.
+async fn audit(store: &Store, actor: &str, action: &str, target: &str) {
+    let entry = jobs::store::NewAuditEntry { actor, action, target, outcome: "ok" };
+    if let Err(e) = store.audit(&entry, Timestamp::now()).await {
+        eprintln!("warning: not recorded in the audit trail: {e}");
+    }
+}
+
+/// `socialsync ops add-user NAME`: a password from standard input (a line; at least 12
+/// characters), NAME's `OPS_USERS` entry on standard output.
+pub fn add_user(name: &str) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("Password for {name} (shown as you type; or pipe it in): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = jobs::Secret::new(line.trim_end_matches(['\n', '\r']).to_owned());
+    let entry = dashboard::operators::line(name, &password).map_err(anyhow::Error::msg)?;
+    println!("{entry}");
+    eprintln!("Add it to OPS_USERS (entries separated by spaces, newlines or ';') and restart the API processes.");
+    Ok(())
 }
 
 /// `sync`, or `sync` with `--platform tiktok`.
@@ -64,6 +93,8 @@ pub async fn pause(settings: &Settings, args: PauseArgs) -> Result<()> {
     let store = store(settings).await?;
     let pause = Pause::new(target, &operator(args.by), args.reason.trim(), Timestamp::now(), args.lasting);
     store.pause(&pause).await?;
+    let lasting = args.lasting.map_or_else(|| "until resumed".to_owned(), |d| format!("for {}", humantime::format_duration(d)));
+    audit(&store, &pause.paused_by, "pause", &format!("{} {lasting}: {}", pause.scope, pause.reason)).await;
     store.close().await;
     tracing::info!(scope = %pause.scope, paused_by = %pause.paused_by, "paused");
     println!("Paused {target} {}.", pause.describe());
@@ -75,6 +106,7 @@ pub async fn resume(settings: &Settings, args: ResumeArgs) -> Result<()> {
     let target = target(&args.what, args.platform.as_deref())?;
     let store = store(settings).await?;
     let ended = store.resume(&target.scope()).await?;
+    audit(&store, &operator(args.by), "resume", &target.scope()).await;
     store.close().await;
     match ended {
         Some(p) => println!("Resumed {target} (paused {}).", p.describe()),

@@ -92,6 +92,8 @@ pub struct Settings {
     pub webhook_tolerance_secs: u64,
     pub max_body_bytes: usize,
     pub ops_password: Option<String>,
+    /// Named operators, `name:hash` separated by spaces, newlines or `;`.
+    pub ops_users: Option<String>,
     pub dashboard_read_only: bool,
     pub clock_offset_secs: i64,
 }
@@ -166,6 +168,7 @@ impl Default for Settings {
             webhook_tolerance_secs: 300,
             max_body_bytes: 64 * 1024,
             ops_password: None,
+            ops_users: None,
             dashboard_read_only: false,
             clock_offset_secs: 0,
         }
@@ -186,7 +189,7 @@ pub const ENV_VARS: &[&str] = &[
     "RETRY_BASE_SECS", "RETRY_CAP_SECS", "CRON_REFRESH", "CRON_SYNC", "CRON_TIMEZONE", "CRON_PRUNE",
     "RETAIN_DONE_JOBS", "RETAIN_DEAD_JOBS", "RETAIN_JOB_RUNS", "RETAIN_SNAPSHOTS", "RETAIN_DAILY_SNAPSHOTS",
     "RETAIN_NOTIFICATIONS", "RETAIN_CRON_RUNS", "RETAIN_WORKERS", "RETAIN_AUDIT", "METRICS_ADDR", "MIGRATE_ON_START", "LOG_FORMAT",
-    "FRONTEND_URL", "PUBLIC_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "WEBHOOK_TOLERANCE_SECS", "MAX_BODY_BYTES", "OPS_PASSWORD", "DASHBOARD_READ_ONLY",
+    "FRONTEND_URL", "PUBLIC_URL", "SERVICE_TOKEN", "RATE_LIMITS", "TRUSTED_PROXIES", "KEEP_HISTORY_ON_DISCONNECT", "WEBHOOK_TOLERANCE_SECS", "MAX_BODY_BYTES", "OPS_PASSWORD", "OPS_USERS", "DASHBOARD_READ_ONLY",
     "CLOCK_OFFSET_SECS",
 ];
 
@@ -478,21 +481,29 @@ impl Settings {
         })
     }
 
-    /// The ops dashboard: behind `OPS_PASSWORD`; open without it in development (`up`), off
-    /// without it in production.
+    /// The ops dashboard: behind `OPS_USERS` and/or `OPS_PASSWORD`; open without either in
+    /// development (`up`), off without either in production.
     fn dashboard_config(&self, config: &Config, public_url: &str, dev: bool) -> Result<dashboard::DashboardConfig> {
         let password = self.ops_password.clone().filter(|p| !p.is_empty()).map(Secret::new);
-        let access = match (&password, dev) {
-            (Some(p), _) => dashboard::Access::Password(p.clone()),
-            (None, true) => {
-                tracing::warn!("OPS_PASSWORD is not set: the dashboard is open without sign-in (development only)");
+        let users = self.ops_users.clone().unwrap_or_default();
+        let operators = dashboard::operators::parse(&users).map_err(anyhow::Error::msg)?;
+        let access = match (&password, operators.is_empty(), dev) {
+            (None, true, true) => {
+                tracing::warn!("neither OPS_USERS nor OPS_PASSWORD is set: the dashboard is open without sign-in (development only)");
                 dashboard::Access::Open
             }
-            (None, false) => {
-                tracing::info!("OPS_PASSWORD is not set: the dashboard is off");
+            (None, true, false) => {
+                tracing::info!("neither OPS_USERS nor OPS_PASSWORD is set: the dashboard is off");
                 dashboard::Access::Off
             }
+            _ => {
+                tracing::info!(operators = operators.len(), shared_password = password.is_some(), "dashboard sign-in");
+                dashboard::Access::SignIn { operators, shared: password.clone() }
+            }
         };
+        // Changing the operators signs everyone out, as changing the password does: a removed
+        // operator's session ends with the deploy that removes them.
+        let key_material = Secret::new(format!("{}\n{users}", password.as_ref().map_or("", |p| p.expose())));
         // Sessions must verify on every API process: they share JWT_SECRET. Without it (development,
         // one process) a throw-away secret does.
         let server_secret: Vec<u8> = match &config.jwt_secret {
@@ -501,7 +512,7 @@ impl Settings {
         };
         let timezone = self.cron_timezone.parse().map_err(|_| anyhow::anyhow!("CRON_TIMEZONE is malformed: expected an IANA name such as UTC or Europe/Berlin, got {:?}", self.cron_timezone))?;
         Ok(dashboard::DashboardConfig {
-            session_key: dashboard::session::derive_key(password.as_ref(), &server_secret),
+            session_key: dashboard::session::derive_key(Some(&key_material), &server_secret),
             access,
             read_only: self.dashboard_read_only,
             secure_cookies: public_url.starts_with("https://"),

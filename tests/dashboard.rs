@@ -20,7 +20,7 @@ use jobs::{
     sync::{self, SyncReason},
 };
 use serde_json::json;
-use support::{Proc, run};
+use support::{Proc, run, run_with_input};
 use testkit::{Backend, TestDb};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -153,15 +153,15 @@ struct System {
 
 impl System {
     async fn start() -> System {
-        System::start_with(false).await
+        System::start_with(false, &[]).await
     }
 
     /// As in development: without `JWT_SECRET`, so `/demo` signs its visitor in.
     async fn start_dev() -> System {
-        System::start_with(true).await
+        System::start_with(true, &[]).await
     }
 
-    async fn start_with(dev: bool) -> System {
+    async fn start_with(dev: bool, extra: &[(&str, &str)]) -> System {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(Backend::Postgres).await;
         let (status, keys, _) = run(dir.path(), &["keys", "generate"], &[]);
@@ -170,6 +170,7 @@ impl System {
         let key = keys.iter().find(|(k, _)| k == "ENCRYPTION_KEY").unwrap().1.clone();
         let mut env: Vec<(&str, &str)> = keys.iter().filter(|(k, _)| !dev || k != "JWT_SECRET").map(|(k, v)| (k.as_str(), v.as_str())).collect();
         env.extend([("DATABASE_URL", db.url.as_str()), ("OPS_PASSWORD", PASSWORD), ("PACING_INSTAGRAM_MS", "50"), ("PACING_TIKTOK_MS", "50")]);
+        env.extend(extra.iter().copied());
         // The pruner fires only when a test runs it by hand (once a year otherwise).
         env.push(("CRON_PRUNE", "0 0 1 1 *"));
         let mut up = Proc::spawn(dir.path(), &["up"], &env);
@@ -459,6 +460,43 @@ async fn an_account_s_page_syncs_it_now_and_shows_the_attempt() {
     assert!(b.text("p.figure").await.ends_with("followers at the last sync, 1 snapshot shown"));
     b.screenshot("account-page").await;
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_added_from_the_command_line_signs_in_by_name_and_the_audit_page_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, err) = run_with_input(dir.path(), &["ops", "add-user", "ana"], &[], "short\n");
+    assert!(!status.success() && err.contains("shorter than 12 characters"), "{err}");
+    let (status, line, err) = run_with_input(dir.path(), &["ops", "add-user", "ana"], &[], "ana's own long password\n");
+    assert!(status.success() && line.starts_with("ana:$argon2id$") && !line.contains("long password"), "{line}{err}");
+    let sys = System::start_with(false, &[("OPS_USERS", line.trim())]).await;
+
+    let b = Browser::start().await;
+    let c = b.c();
+    c.goto(&format!("{}/dashboard/login", sys.url)).await.unwrap();
+    c.find(Locator::Css("input[name=name]")).await.unwrap().send_keys("ana").await.unwrap();
+    c.find(Locator::Css("input[name=password]")).await.unwrap().send_keys("not ana's password").await.unwrap();
+    c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.error", false, Duration::from_secs(10), |t| t == "Wrong name or password.").await;
+    c.find(Locator::Css("input[name=name]")).await.unwrap().send_keys("ana").await.unwrap();
+    c.find(Locator::Css("input[name=password]")).await.unwrap().send_keys("ana's own long password").await.unwrap();
+    c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
+    c.find(Locator::Css("form.pause-new select[name=target] option[value=notify]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.pause-new input[name=reason]")).await.unwrap().send_keys("webhook receiver down").await.unwrap();
+    c.find(Locator::Css("form.pause-new button")).await.unwrap().click().await.unwrap();
+    b.wait_text("p.notice", false, Duration::from_secs(10), |t| t.starts_with("Paused the notify queue")).await;
+    assert!(b.text("div.paused").await.contains("by ana (dashboard)"), "the banner names her");
+
+    c.goto(&format!("{}/dashboard/audit", sys.url)).await.unwrap();
+    let rows = b.text("table.audit tbody").await;
+    let lines: Vec<&str> = rows.lines().collect();
+    assert!(lines[0].contains("ana pause target=notify") && lines[0].contains("ok: Paused the notify queue"), "{rows}");
+    assert!(lines[1].contains("ana sign_in the dashboard ok"), "{rows}");
+    assert!(lines[2].contains("ana sign_in.failed the dashboard refused: wrong name or password"), "{rows}");
+    b.screenshot("audit").await;
+    b.close().await;
+    assert!(!sys.up.output().contains("long password"), "no password in the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

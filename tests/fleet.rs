@@ -175,6 +175,10 @@ async fn a_pause_from_the_command_line_stops_every_worker_and_a_resume_restarts_
     })
     .await;
     assert!(workers.iter().all(|w| w.output().contains("resumed")), "each worker logs the resume");
+    let trail = db.store.audit_entries(&jobs::store::AuditFilter::default(), None, 10).await.unwrap();
+    let trail: Vec<(&str, &str, &str)> = trail.iter().rev().map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str())).collect();
+    assert_eq!(trail[0], ("tester", "pause", "queue:sync for 10m: platform outage drill"), "{trail:?}");
+    assert!(trail[1].1 == "resume" && trail[1].2 == "queue:sync" && trail[1].0.ends_with(" (cli)"), "{trail:?}");
     // Jobs put back or deferred by the pause spent no attempt: every sync succeeded at its first.
     let jobs::store::Pool::Postgres(p) = db.store.pool() else { unreachable!() };
     let attempts: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT attempts FROM apalis.jobs WHERE job_type = 'sync'").fetch_all(p).await.unwrap();

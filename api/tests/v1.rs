@@ -250,7 +250,7 @@ async fn the_sixth_failed_authentication_is_limited_and_two_servers_share_the_co
 /// A password-protected dashboard, cookies `Secure` only over HTTPS.
 fn dashboard_config() -> dashboard::DashboardConfig {
     dashboard::DashboardConfig {
-        access: dashboard::Access::Password(Secret::from("the-ops-password")),
+        access: dashboard::Access::password(Secret::from("the-ops-password")),
         session_key: [1; 32],
         read_only: false,
         secure_cookies: false,

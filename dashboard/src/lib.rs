@@ -1,10 +1,11 @@
 //! The ops dashboard, mounted by the API under `/dashboard`: server-rendered pages (maud), a
 //! little hand-written JS, live numbers over Server-Sent Events, assets embedded in the binary.
 //!
-//! - [`session`]: the `OPS_PASSWORD` login, the signed session cookie, CSRF tokens, read-only.
+//! - [`session`]: sign-in (`OPS_USERS` by name, [`operators`], or the shared `OPS_PASSWORD`),
+//!   the signed session cookie, CSRF tokens, read-only; `audit` records every action.
 //! - `live`: one shared count query per tick, fanned out to every watching browser.
 //! - `overview`, `jobs_pages`, `cron_page`, `workers_page`, `accounts_page`, `account_page`,
-//!   `health_page`: the pages; `page` is their shell, `chart` draws their SVG charts;
+//!   `health_page`, `audit`: the pages; `page` is their shell, `chart` draws their SVG charts;
 //!   `pauses_panel` the banner and the pause and resume forms.
 //!
 //! Every action is a plain form POST with a CSRF token; it redirects back to the page it came
@@ -12,6 +13,7 @@
 
 mod account_page;
 mod accounts_page;
+mod audit;
 mod chart;
 mod cron_page;
 mod health_page;
@@ -19,6 +21,7 @@ mod jobs_pages;
 mod live;
 mod overview;
 mod page;
+pub mod operators;
 mod pauses_panel;
 pub mod session;
 mod workers_page;
@@ -117,7 +120,9 @@ pub fn routes(dashboard: Dashboard) -> impl Endpoint {
         .at("/accounts/:id/act", post(account_page::act))
         .at("/health", get(health_page::show))
         .at("/pauses", post(pauses_panel::act))
+        .at("/audit", get(audit::show))
         .around(pauses_panel::read)
+        .around(audit::actions)
         .around(session::require);
     Route::new()
         .at("/login", get(session::login_page).post(session::login))

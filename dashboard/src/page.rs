@@ -36,7 +36,7 @@ pub struct Flash {
 pub fn shell(req: &Request, title: &str, flash: &Flash, body: Markup) -> Html<String> {
     let session = req.extensions().get::<Session>();
     let path = req.original_uri().path(); // uri() is relative to where the dashboard is nested
-    let nav = [("Overview", "/"), ("Jobs", "/jobs"), ("Cron", "/cron"), ("Workers", "/workers"), ("Accounts", "/accounts"), ("Health", "/health")];
+    let nav = [("Overview", "/"), ("Jobs", "/jobs"), ("Cron", "/cron"), ("Workers", "/workers"), ("Accounts", "/accounts"), ("Health", "/health"), ("Audit", "/audit")];
     let doc = html! {
         (DOCTYPE)
         html lang="en" {

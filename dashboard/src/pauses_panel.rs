@@ -97,16 +97,15 @@ pub async fn act(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Respon
     let field = |k: &str| form.get(k).map_or("", |v| v.trim());
     let back = format!("{BASE}/");
     let done = |key: &str, msg: &str| redirect(&format!("{}#pauses", page::with_flash(&back, key, msg)));
-    if !req.extensions().get::<Session>().is_some_and(|s| s.csrf_ok(field("csrf"))) {
+    let Some(session) = req.extensions().get::<Session>().filter(|s| s.csrf_ok(field("csrf"))) else {
         return done("error", "This form expired (security token mismatch); reload the page and try again.");
-    }
+    };
     if d.config.read_only {
         return done("error", "The dashboard is read-only.");
     }
     let Ok(target) = Target::parse(field("target")) else { return done("error", "Choose a queue, a platform's jobs or a schedule to pause.") };
     let store = &d.cx.store;
-    // Until operators have names, every dashboard action is by the one ops password.
-    let by = "ops (dashboard)";
+    let by = &format!("{} (dashboard)", session.who);
     match field("action") {
         "pause" => {
             let reason = field("reason");

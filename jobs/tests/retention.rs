@@ -172,7 +172,7 @@ both_backends! {
         assert!(job_exists(s, &keep).await);
     }
 
-    async fn runs_notifications_firings_and_workers_past_retention_go(db: TestDb) {
+    async fn runs_notifications_firings_workers_and_audit_entries_past_retention_go(db: TestDb) {
         let s = &db.store;
         let now = Timestamp::now();
         let finished_old = run_record(s, "j1", days_ago(now, 31), Some(days_ago(now, 31))).await;
@@ -201,8 +201,16 @@ both_backends! {
         let held = aged_job(s, 1, days_ago(now, 2), "Running", 1, None, Some("holder.sync")).await;
         register_worker(s, "holder.sync", days_ago(now, 2)).await;
 
+        for (days, action) in [(366, "jobs.retry"), (364, "pause")] {
+            let entry = jobs::store::NewAuditEntry { actor: "ana", action, target: "t", outcome: "ok" };
+            s.audit(&entry, days_ago(now, days)).await.unwrap();
+        }
+
         let report = retention::prune(s, &Retention::default(), now, retention::BATCH).await.unwrap();
         assert_eq!(report.removed["job_runs"], 2, "{report:?}");
+        assert_eq!(report.removed["audit_log"], 1, "a year is kept");
+        let trail = s.audit_entries(&jobs::store::AuditFilter::default(), None, 10).await.unwrap();
+        assert_eq!(trail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["pause"]);
         let runs = |job: &'static str| async move { s.job_runs(job).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() };
         assert_eq!((runs("j1").await, runs("j2").await, runs("j3").await, runs("j4").await), (vec![], vec![finished_new], vec![], vec![open_new]));
         let _ = (finished_old, open_old);

@@ -42,6 +42,15 @@ pub fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, Stri
     (out.status, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// [`run`] with `input` on standard input.
+pub fn run_with_input(dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> (ExitStatus, String, String) {
+    use std::io::Write as _;
+    let mut child = command(dir, args, env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("socialsync runs");
+    child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("written");
+    let out = child.wait_with_output().expect("socialsync ends");
+    (out.status, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
 /// A running `socialsync` process; killed on drop if still running.
 pub struct Proc {
     child: Child,
