@@ -46,6 +46,8 @@ enum Command {
     Pause(ops::PauseArgs),
     /// Start paused work again.
     Resume(ops::ResumeArgs),
+    /// Set a queue's attempts at once per worker process, live (or --reset to the configured one).
+    Concurrency(ops::ConcurrencyArgs),
     /// Queues, pauses and worker processes, from the database.
     Status,
     /// The dashboard's operators.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
             Command::Keys(KeysCommand::Generate) => unreachable!("handled before the runtime starts"),
             Command::Pause(args) => ops::pause(&settings, args).await,
             Command::Resume(args) => ops::resume(&settings, args).await,
+            Command::Concurrency(args) => ops::concurrency(&settings, args).await,
             Command::Status => ops::status(&settings).await,
             Command::Ops(_) => unreachable!("handled before the runtime starts"),
         }

@@ -42,6 +42,52 @@ pub struct ResumeArgs {
     by: Option<String>,
 }
 
+#[derive(clap::Args)]
+pub struct ConcurrencyArgs {
+    /// A queue: connect, refresh, sync, notify, event.
+    queue: String,
+    /// Attempts at once per worker process, 1 to 256.
+    n: Option<u32>,
+    /// Back to each process's configured concurrency (`*_CONCURRENCY`).
+    #[arg(long, conflicts_with = "n")]
+    reset: bool,
+    /// Who changes it (default: the user running the command).
+    #[arg(long)]
+    by: Option<String>,
+}
+
+pub async fn concurrency(settings: &Settings, args: ConcurrencyArgs) -> Result<()> {
+    let Some(queue) = jobs::QUEUES.iter().find(|q| **q == args.queue) else {
+        anyhow::bail!("no queue is named {:?}: {}", args.queue, jobs::QUEUES.join(", "));
+    };
+    let max = jobs::store::MAX_LIVE_CONCURRENCY;
+    let by = operator(args.by);
+    match (args.n, args.reset) {
+        (Some(n), false) if (1..=max).contains(&n) => {
+            let store = store(settings).await?;
+            let live = jobs::store::LiveConcurrency { queue: (*queue).to_owned(), concurrency: n as i32, set_by: by.clone(), set_at: Timestamp::now() };
+            store.set_concurrency(&live).await?;
+            audit(&store, &by, "concurrency.set", &format!("{queue}={n}")).await;
+            store.close().await;
+            println!("The {queue} queue runs {n} attempts at once per worker process; workers apply it within about a second.");
+            println!("`socialsync concurrency {queue} --reset` gives each process its configured concurrency back.");
+        }
+        (Some(n), false) => anyhow::bail!("{n} attempts at once: give 1 to {max} (to stop a queue, pause it)"),
+        (None, true) => {
+            let store = store(settings).await?;
+            let was = store.reset_concurrency(queue).await?;
+            audit(&store, &by, "concurrency.reset", queue).await;
+            store.close().await;
+            match was {
+                Some(c) => println!("The {queue} queue is back to each process's configured concurrency (was {} per process, set by {}).", c.concurrency, c.set_by),
+                None => println!("The {queue} queue already runs at each process's configured concurrency."),
+            }
+        }
+        _ => anyhow::bail!("give a number (`socialsync concurrency {queue} 4`) or --reset"),
+    }
+    Ok(())
+}
+
 /// Records a command in the audit trail; the command has done its work, so a failure to
 /// record is said, not fatal.
 async fn audit(store: &Store, actor: &str, action: &str, target: &str) {
@@ -123,9 +169,9 @@ fn capitalized(s: &str) -> String {
 pub async fn status(settings: &Settings) -> Result<()> {
     let store = store(settings).await?;
     let now = Timestamp::now();
-    let (queues, pauses, processes) = tokio::try_join!(store.queue_overview(), store.pauses(now), store.worker_processes(now))?;
+    let (queues, pauses, processes, live) = tokio::try_join!(store.queue_overview(), store.pauses(now), store.worker_processes(now), store.live_concurrency())?;
     store.close().await;
-    print!("{}", render(&queues, &pauses, &processes, now));
+    print!("{}", render(&queues, &pauses, &processes, &live, now));
     Ok(())
 }
 
@@ -134,6 +180,7 @@ fn render(
     queues: &std::collections::BTreeMap<String, jobs::store::QueueCounts>,
     pauses: &[Pause],
     processes: &[jobs::store::WorkerProcess],
+    live: &[jobs::store::LiveConcurrency],
     now: Timestamp,
 ) -> String {
     let mut out = String::new();
@@ -153,6 +200,13 @@ fn render(
     }
     if pauses.is_empty() {
         let _ = writeln!(out, "  none");
+    }
+    let _ = writeln!(out, "\nconcurrency set live (per worker process):");
+    for c in live {
+        let _ = writeln!(out, "  {}: {}, set by {} {} ago", c.queue, c.concurrency, c.set_by, ago(c.set_at));
+    }
+    if live.is_empty() {
+        let _ = writeln!(out, "  none: each process runs its configured concurrency");
     }
     let _ = writeln!(out, "\nworker processes:");
     let live: Vec<_> = processes.iter().filter(|p| p.stopped_at.is_none() && !p.is_stale(now)).collect();

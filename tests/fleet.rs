@@ -197,3 +197,69 @@ async fn a_pause_from_the_command_line_stops_every_worker_and_a_resume_restarts_
     let (status, _, err) = support::run(fleet.dir.path(), &["pause", "notify", "--platform", "tiktok", "--reason", "x"], &env);
     assert!(!status.success() && err.contains("only the sync and refresh queues pause per platform"), "{err}");
 }
+
+/// The most sync attempts running at once among those started after `after` (ms), counting
+/// every attempt still running when one of them started.
+async fn most_at_once_since(db: &TestDb, after: i64) -> usize {
+    let jobs::store::Pool::Postgres(p) = db.store.pool() else { unreachable!() };
+    let runs: Vec<(i64, Option<i64>)> = sqlx::query_as("SELECT started_at, finished_at FROM job_runs WHERE queue = 'sync'").fetch_all(p).await.unwrap();
+    let end = |f: Option<i64>| f.unwrap_or(i64::MAX);
+    runs.iter()
+        .filter(|(s, _)| *s > after)
+        .map(|(s, _)| runs.iter().filter(|(s2, f2)| s2 <= s && end(*f2) > *s).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_s_concurrency_set_live_from_the_command_line_holds_without_a_restart() {
+    let _turn = take_turn();
+    let db = TestDb::new(Backend::Postgres).await;
+    let sb = SandboxServer::start().await;
+    let fleet = Fleet::new(&db.url, &sb, &[("SYNC_CONCURRENCY", "8"), ("PACING_TIKTOK_MS", "20"), ("WORKER_POLL_MS", "500"), ("CRON_REFRESH", "0 0 1 1 *"), ("CRON_SYNC", "0 0 1 1 *")]);
+    let accounts = connected_accounts(&db, &sb, &fleet.vault, 40).await;
+    // Each sync's two reads take 300 ms at the platform: attempts overlap unless held apart.
+    sb.faults(json!([{ "path_prefix": "tiktok/open/", "latency_ms": 300 }])).await;
+    let worker = fleet.worker();
+    let env = fleet.env();
+    let synced = |n: usize| {
+        let (store, ids) = (db.store.clone(), accounts.iter().map(|a| a.0).collect::<Vec<_>>());
+        async move {
+            let mut done = 0;
+            for id in &ids {
+                done += usize::from(store.account(*id).await.unwrap().unwrap().last_synced_at.is_some());
+            }
+            done >= n
+        }
+    };
+
+    let (status, out, err) = support::run(fleet.dir.path(), &["concurrency", "sync", "1", "--by", "tester"], &env);
+    assert!(status.success() && out.starts_with("The sync queue runs 1 attempts at once per worker process"), "{out}{err}");
+    eventually(Duration::from_secs(5), "the worker heard it", || async { worker.output().contains("concurrency set live: 1 attempts") }).await;
+    let one_from = Timestamp::now().millis();
+    for (id, _) in &accounts {
+        db.store.enqueue(&sync::job(*id, SyncReason::Manual, Timestamp::now())).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "a few syncs one at a time", || synced(4)).await;
+    assert_eq!(most_at_once_since(&db, one_from).await, 1, "one attempt at a time at concurrency 1");
+
+    let (status, _, err) = support::run(fleet.dir.path(), &["concurrency", "sync", "4", "--by", "tester"], &env);
+    assert!(status.success(), "{err}");
+    eventually(Duration::from_secs(5), "the worker heard it", || async { worker.output().contains("concurrency set live: 4 attempts") }).await;
+    let four_from = Timestamp::now().millis();
+    eventually(Duration::from_secs(60), "every account synced", || synced(accounts.len())).await;
+    let at_four = most_at_once_since(&db, four_from).await;
+    println!("concurrency: 1 at once after setting 1; {at_four} at once after setting 4 (8 configured)");
+    assert!((2..=4).contains(&at_four), "{at_four} at once after setting 4");
+
+    let (_, status_out, _) = support::run(fleet.dir.path(), &["status"], &env);
+    assert!(status_out.contains("  sync: 4, set by tester "), "{status_out}");
+    let (status, out, _) = support::run(fleet.dir.path(), &["concurrency", "sync", "--reset"], &env);
+    assert!(status.success() && out.contains("back to each process's configured concurrency (was 4 per process, set by tester)"), "{out}");
+    eventually(Duration::from_secs(5), "the worker heard the reset", || async { worker.output().contains("concurrency reset to the configured one") }).await;
+    let (status, _, err) = support::run(fleet.dir.path(), &["concurrency", "sync", "0"], &env);
+    assert!(!status.success() && err.contains("give 1 to 256"), "{err}");
+    let jobs::store::Pool::Postgres(p) = db.store.pool() else { unreachable!() };
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT attempts FROM apalis.jobs WHERE job_type = 'sync'").fetch_all(p).await.unwrap();
+    assert_eq!(attempts, [1], "held syncs spent no attempt");
+}

@@ -120,6 +120,7 @@ pub fn routes(dashboard: Dashboard) -> impl Endpoint {
         .at("/accounts/:id/act", post(account_page::act))
         .at("/health", get(health_page::show))
         .at("/pauses", post(pauses_panel::act))
+        .at("/concurrency", post(pauses_panel::set_concurrency))
         .at("/audit", get(audit::show))
         .around(pauses_panel::read)
         .around(audit::actions)

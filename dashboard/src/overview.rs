@@ -21,6 +21,10 @@ use crate::{
 pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Html<String> {
     let frame = d.live.current().await;
     let daily = daily_chart(&d).await;
+    let live = d.cx.store.live_concurrency().await.unwrap_or_else(|e| {
+        tracing::warn!(target: "dashboard", error = %e, "cannot read the live concurrency");
+        vec![]
+    });
     // Every queue is shown, even when empty.
     let mut names: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
     names.extend(frame.queues.keys().filter(|k| !QUEUES.contains(&k.as_str())).cloned());
@@ -64,6 +68,7 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
             p.legend #estimated-note { "≈: estimated from the table's statistics (a table this big is not counted row by row); every other count is exact." }
         }
         (crate::pauses_panel::panel(req, &d))
+        (crate::pauses_panel::concurrency_panel(req, &d, &live))
         h2 { "Finished attempts per minute" }
         div #throughput { (page::raw(frame.chart.clone())) }
         p.legend { span.swatch.ok {} " succeeded " span.swatch.bad {} " failed (retrying or dead)" }

@@ -1,13 +1,14 @@
 //! Pauses on the dashboard: the banner every page shows while something is paused, the
 //! overview's panel to pause and resume (a queue, one platform's jobs of a queue, or a schedule,
-//! with a reason and a length),
-//! and its form's handler. The same pauses as `socialsync pause` ([`jobs::pauses`]).
+//! with a reason and a length), and its form's handler. The same pauses as `socialsync pause`
+//! ([`jobs::pauses`]). Beside it, the queues' concurrency set live (`socialsync concurrency`).
 
 use std::{sync::Arc, time::Duration};
 
 use jobs::{
     Platform, QUEUES, Timestamp,
     pauses::{PLATFORM_QUEUES, Pause, SCHEDULES, Target},
+    store::{LiveConcurrency, MAX_LIVE_CONCURRENCY},
 };
 use maud::{Markup, html};
 use poem::{Endpoint, IntoResponse, Request, Response, handler, web::Data};
@@ -140,5 +141,72 @@ pub async fn act(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Respon
             }
         },
         _ => done("error", "Unknown action."),
+    }
+}
+
+/// The overview's panel of live concurrency: each queue set live, with **Reset**, and a form
+/// to set one.
+pub fn concurrency_panel(req: &Request, d: &Dashboard, live: &[LiveConcurrency]) -> Markup {
+    let editable = !d.config.read_only;
+    html! {
+        section #concurrency {
+            h2 { "Concurrency" }
+            @if live.is_empty() { p { "Every worker process runs each queue at its configured concurrency." } }
+            @for c in live {
+                form.concurrency method="post" action={(BASE) "/concurrency"} data-queue=(c.queue) {
+                    (page::csrf_field(req))
+                    input type="hidden" name="queue" value=(c.queue);
+                    span { strong { (c.queue) } ": " (c.concurrency) " attempts at once per worker process, set by " (c.set_by) " at " (page::when(c.set_at)) " UTC" }
+                    @if editable { " " button type="submit" name="action" value="reset" { "Reset" } }
+                }
+            }
+            @if editable {
+                form.concurrency-new method="post" action={(BASE) "/concurrency"} {
+                    (page::csrf_field(req))
+                    label { "Run " select name="queue" { @for q in QUEUES { option value=(q) { (q) } } } }
+                    " " label { "at " input type="number" name="concurrency" min="1" max=(MAX_LIVE_CONCURRENCY) required value="1"; " attempts at once per worker process" }
+                    " " button type="submit" name="action" value="set" { "Set" }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /dashboard/concurrency`: set or reset one queue's live concurrency.
+#[handler]
+pub async fn set_concurrency(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Response {
+    let bytes = body.into_bytes().await.unwrap_or_default();
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+    let field = |k: &str| form.get(k).map_or("", |v| v.trim());
+    let back = format!("{BASE}/");
+    let done = |key: &str, msg: &str| redirect(&format!("{}#concurrency", page::with_flash(&back, key, msg)));
+    let Some(session) = req.extensions().get::<Session>().filter(|s| s.csrf_ok(field("csrf"))) else {
+        return done("error", "This form expired (security token mismatch); reload the page and try again.");
+    };
+    if d.config.read_only {
+        return done("error", "The dashboard is read-only.");
+    }
+    let Some(queue) = QUEUES.iter().find(|q| **q == field("queue")) else { return done("error", "Choose a queue.") };
+    let store = &d.cx.store;
+    let result = match field("action") {
+        "set" => {
+            let Some(n) = field("concurrency").parse::<u32>().ok().filter(|n| (1..=MAX_LIVE_CONCURRENCY).contains(n)) else {
+                return done("error", &format!("Give 1 to {MAX_LIVE_CONCURRENCY} attempts at once (to stop a queue, pause it)."));
+            };
+            let live = LiveConcurrency { queue: (*queue).to_owned(), concurrency: n as i32, set_by: format!("{} (dashboard)", session.who), set_at: Timestamp::now() };
+            store.set_concurrency(&live).await.map(|()| format!("The {queue} queue runs {n} attempts at once per worker process; workers apply it within about a second."))
+        }
+        "reset" => store.reset_concurrency(queue).await.map(|_| format!("The {queue} queue is back to each process's configured concurrency.")),
+        _ => return done("error", "Unknown action."),
+    };
+    match result {
+        Ok(msg) => {
+            tracing::warn!(target: "dashboard", queue, by = %session.who, "{msg}");
+            done("notice", &msg)
+        }
+        Err(e) => {
+            tracing::warn!(target: "dashboard", error = %e, "cannot change a queue's concurrency");
+            done("error", "The database did not answer; nothing was changed.")
+        }
     }
 }

@@ -65,6 +65,30 @@ both_backends! {
         assert!(location.contains("was%20not%20paused"), "{location}");
     }
 
+    async fn a_queue_s_concurrency_is_set_and_reset_from_the_overview(db: TestDb) {
+        let mut ops = serve(&db, Access::Open, false).await;
+        let token = ops.csrf("/").await;
+        let set = |n: &str| [("csrf", token.clone()), ("action", "set".into()), ("queue", "sync".into()), ("concurrency", n.into())];
+        for n in ["0", "257", "many"] {
+            let form = set(n);
+            let (_, location, _) = ops.post("/concurrency", &form.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+            assert!(location.contains("error=Give%201%20to%20256"), "{n}: {location}");
+        }
+        assert!(db.store.live_concurrency().await.unwrap().is_empty());
+        let form = set("3");
+        let (_, location, _) = ops.post("/concurrency", &form.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+        assert!(location.contains("notice=The%20sync%20queue%20runs%203%20attempts"), "{location}");
+        let live = db.store.live_concurrency().await.unwrap();
+        assert_eq!((live.len(), live[0].queue.as_str(), live[0].concurrency, live[0].set_by.as_str()), (1, "sync", 3, "ops (dashboard)"));
+        let (_, html) = ops.get("/").await;
+        assert!(html.contains("<strong>sync</strong>: 3 attempts at once per worker process, set by ops (dashboard)"), "{html}");
+        let (_, location, _) = ops.post("/concurrency", &[("csrf", &token), ("action", "reset"), ("queue", "sync")]).await;
+        assert!(location.contains("back%20to%20each%20process"), "{location}");
+        assert!(db.store.live_concurrency().await.unwrap().is_empty());
+        let trail = db.store.audit_entries(&jobs::store::AuditFilter::default(), None, 10).await.unwrap();
+        assert_eq!(trail.iter().filter(|e| e.action.starts_with("concurrency.")).count(), 5, "each try is audited: {trail:?}");
+    }
+
     async fn every_page_renders_what_the_store_holds(db: TestDb) {
         let s = &db.store;
         let v = jobs::Vault::new(jobs::VaultKey::parse(jobs::VaultKey::generate().expose()).unwrap(), vec![]);
@@ -242,6 +266,10 @@ async fn read_only_shows_no_actions_and_refuses_them() {
     assert!(html.contains("@ig-ro") && !html.contains("Sync now") && !html.contains("Disconnect"), "no account actions");
     let (_, location, _) = ops.post(&format!("/accounts/{}/act", account.0), &[("csrf", &token), ("action", "disconnect")]).await;
     assert!(location.contains("read-only"), "{location}");
+    let (_, html) = ops.get("/").await;
+    assert!(!html.contains(r#"value="set""#), "no concurrency form");
+    let (_, location, _) = ops.post("/concurrency", &[("csrf", &token), ("action", "set"), ("queue", "sync"), ("concurrency", "2")]).await;
+    assert!(location.contains("read-only") && db.store.live_concurrency().await.unwrap().is_empty(), "{location}");
     assert_eq!(db.store.account(account).await.unwrap().unwrap().status, jobs::AccountStatus::Active);
 }
 

@@ -29,13 +29,24 @@ pub struct QueueRuntime {
     pub handler: Handler,
     /// What ops have paused: a paused queue's jobs wait, unstarted.
     pub paused: crate::pauses::Paused,
+    /// Attempts at once in this process, resized to the queue's live concurrency.
+    pub slots: Arc<crate::slots::LiveSlots>,
 }
 
 impl QueueRuntime {
-    pub fn new(setup: &crate::WorkerSetup, kind: &'static str, worker_name: String, q: crate::QueueConfig, runs: crate::run_log::RunLog, paused: crate::pauses::Paused) -> Arc<Self> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        setup: &crate::WorkerSetup,
+        kind: &'static str,
+        worker_name: String,
+        q: crate::QueueConfig,
+        runs: crate::run_log::RunLog,
+        paused: crate::pauses::Paused,
+        slots: Arc<crate::slots::LiveSlots>,
+    ) -> Arc<Self> {
         let c = &setup.config;
         let (retry_base, retry_cap, timeout) = (c.retry_base, c.retry_cap, q.timeout);
-        Arc::new(Self { kind, worker_name, cx: setup.context.clone(), retry_base, retry_cap, timeout, runs, handler: c.handler, paused })
+        Arc::new(Self { kind, worker_name, cx: setup.context.clone(), retry_base, retry_cap, timeout, runs, handler: c.handler, paused, slots })
     }
 }
 

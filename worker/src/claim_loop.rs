@@ -55,7 +55,7 @@ use crate::{
 /// Claimed jobs not yet acknowledged, per slot of concurrency. With 4, claims at concurrency
 /// 64 on no-op jobs found room for 42 jobs on average, the rest of the 256 waiting for their
 /// acknowledgements (measured 2026-11-28 at ee31429).
-const OPEN_PER_SLOT: usize = 8;
+pub(crate) const OPEN_PER_SLOT: usize = 8;
 /// At most this many acknowledgements share a statement.
 const MAX_ACK_GROUP: usize = 512;
 /// Acknowledgement statements of a queue running at once (their jobs never overlap). Each
@@ -115,7 +115,9 @@ pub async fn run_queue(
     };
     let open_max = concurrency * OPEN_PER_SLOT;
     let open = Arc::new(Semaphore::new(open_max));
-    let run = Running { pool: pool.clone(), acks, slots: Arc::new(Semaphore::new(concurrency)), flow: Arc::default(), shutdown: shutdown.clone() };
+    // The slots follow the queue's live concurrency (`crate::slots`); the bounds above stay
+    // those of the configured one, so a queue set higher runs at most `open_max` at once.
+    let run = Running { pool: pool.clone(), acks, slots: rt.slots.clone(), flow: Arc::default(), shutdown: shutdown.clone() };
     let (slots, flow) = (&run.slots, &run.flow);
     // Jobs a claim asks for beyond the free slots: as many as ended while the last claim was
     // under way, so that they find a slot about when they arrive. Quick jobs keep claims full
@@ -153,7 +155,7 @@ pub async fn run_queue(
         let may_claim = !paused && !held && in_flight.len() < CLAIMS_IN_FLIGHT && !shutdown.is_cancelled();
         if may_claim {
             let need = if in_flight.is_empty() { 1 } else { least_beside };
-            let room = (slots.available_permits() + ahead).saturating_sub(flow.unstarted.load(Relaxed));
+            let room = (slots.available() + ahead).saturating_sub(flow.unstarted.load(Relaxed));
             let n = room.min(open.available_permits()).min(batch);
             if n >= need {
                 let taken = open.clone().try_acquire_many_owned(n as u32).expect("only this loop takes open permits");
@@ -244,7 +246,7 @@ impl Drop for Open {
 struct Running {
     pool: PgPool,
     acks: Grouped<Success, bool>,
-    slots: Arc<Semaphore>,
+    slots: Arc<crate::slots::LiveSlots>,
     flow: Arc<Flow>,
     shutdown: CancellationToken,
 }
@@ -279,7 +281,7 @@ impl Running {
         let slot = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => None,
-            slot = self.slots.clone().acquire_owned() => Some(slot.expect("never closed")),
+            slot = self.slots.acquire() => Some(slot),
         };
         self.flow.unstarted.fetch_sub(1, Relaxed);
         // Not started after a shutdown, nor once its queue or its platform's jobs are paused:

@@ -8,7 +8,8 @@
 //!   dead, killed, deferred) — what apalis would otherwise re-run at once.
 //! - [`run_log`]: the attempts' run records, written in groups by one task per process.
 //! - [`cron`]: the nightly sweeps, each firing claimed once fleet-wide, missed ones caught up.
-//! - [`pauses`]: what ops have paused, as this process last heard it.
+//! - [`pauses`]: what ops have paused, and the queues' live concurrency, as this process last
+//!   heard them; [`slots`]: a queue's attempts at once, resizable while they run.
 
 pub mod attempt;
 pub mod claim_loop;
@@ -16,6 +17,7 @@ pub mod cron;
 pub mod pauses;
 pub mod queues;
 pub mod run_log;
+pub mod slots;
 
 use std::time::Duration;
 

@@ -41,8 +41,10 @@ fn queues(setup: &WorkerSetup) -> [(&'static str, QueueConfig); 5] {
 async fn handle(args: Value, task_id: TaskId, attempt: Attempt, rt: Data<Arc<QueueRuntime>>) -> Result<(), BoxDynError> {
     let rt: Arc<QueueRuntime> = (*rt).clone();
     // A paused queue's (or platform's) fetched jobs wait here, unstarted, held by this worker
-    // (at most a batch). At a shutdown meanwhile they are left to the orphan rescue.
+    // (at most a batch), as do those beyond a live concurrency set lower than apalis' own. At
+    // a shutdown meanwhile they are left to the orphan rescue.
     until_unpaused(&rt, &args).await;
+    let _slot = rt.slots.acquire().await;
     match crate::attempt::run(rt.clone(), task_id.to_string(), attempt.current() as i32, args).await? {
         // apalis acknowledges the success once this returns.
         crate::attempt::Ended::Succeeded(run, ending) => rt.runs.end(run, ending).await.map_err(Into::into),
@@ -71,6 +73,13 @@ async fn until_unpaused(rt: &QueueRuntime, args: &Value) {
 async fn platform_of(rt: &QueueRuntime, args: &Value) -> Option<jobs::Platform> {
     let id = jobs::AccountId(args.get("account_id")?.as_i64()?);
     rt.cx.store.account(id).await.ok().flatten().map(|a| a.platform)
+}
+
+/// A queue's slots, following its live concurrency (at most `max`) for the process's life.
+fn live_slots(kind: &'static str, q: QueueConfig, paused: crate::pauses::Paused, max: usize) -> Arc<crate::slots::LiveSlots> {
+    let slots = crate::slots::LiveSlots::new(q.concurrency.max(1));
+    tokio::spawn(crate::slots::follow(slots.clone(), paused, kind, q.concurrency.max(1), max.min(jobs::store::MAX_LIVE_CONCURRENCY as usize)));
+    slots
 }
 
 /// The apalis worker name of `kind` in this process, on its first run.
@@ -174,7 +183,8 @@ pub async fn run(setup: &WorkerSetup, paused: crate::pauses::Paused, shutdown: t
     let loops: Vec<_> = queues(setup)
         .into_iter()
         .map(|(kind, q)| {
-            let rt = QueueRuntime::new(setup, kind, worker_name(setup, kind), q, runs.clone(), paused.clone());
+            let slots = live_slots(kind, q, paused.clone(), crate::claim_loop::OPEN_PER_SLOT * q.concurrency.max(1));
+            let rt = QueueRuntime::new(setup, kind, worker_name(setup, kind), q, runs.clone(), paused.clone(), slots);
             tokio::spawn(crate::claim_loop::run_queue(pool.clone(), rt, q, cfg.poll_interval, wakers[kind].clone(), shutdown.clone()))
         })
         .collect();
@@ -199,10 +209,12 @@ fn sqlite_monitor(setup: &WorkerSetup, pool: sqlx::SqlitePool, runs: crate::run_
     for (kind, q) in queues(setup) {
         let first = worker_name(setup, kind);
         let poll = cfg.poll_interval;
+        // apalis' worker runs at most its configured concurrency: live, a queue can only go lower.
+        let slots = live_slots(kind, q, paused.clone(), q.concurrency.max(1));
         let (pool, setup, runs, paused) = (pool.clone(), setup.clone(), runs.clone(), paused.clone());
         monitor = monitor.register(move |restarts| {
             let name = incarnation(&first, restarts);
-            let rt = QueueRuntime::new(&setup, kind, name.clone(), q, runs.clone(), paused.clone());
+            let rt = QueueRuntime::new(&setup, kind, name.clone(), q, runs.clone(), paused.clone(), slots.clone());
             let config = apalis_sqlite::Config::default()
                 .lock_tasks(false)
                 .queue(kind)

@@ -51,6 +51,7 @@ mod outbox;
 mod accounts;
 mod audit;
 pub mod claims;
+mod concurrency;
 mod cron;
 mod events;
 mod job_runs;
@@ -70,6 +71,7 @@ mod sync_data;
 
 pub use accounts::{Account, NewAccount, RefreshedTokens};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
+pub use concurrency::{LiveConcurrency, MAX_LIVE_CONCURRENCY};
 pub use cron::CronRun;
 pub use events::StoredEvent;
 pub use job_runs::{JobOutcome, JobRun, JobRunEnd, JobRunEnding, JobRunStart};
