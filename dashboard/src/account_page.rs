@@ -19,7 +19,7 @@ use crate::{
     BASE, Dashboard,
     chart::{self, Chart, Column},
     page::{self, Flash, unavailable},
-    session::{Session, redirect},
+    session::redirect,
 };
 
 /// Attempts and notifications shown; snapshots drawn (one a day by the nightly sync).
@@ -243,18 +243,13 @@ fn actions(req: &Request, a: &Account) -> Markup {
 /// `POST /dashboard/accounts/{id}/act`: one action, back to the account's page with its outcome.
 #[handler]
 pub async fn act(req: &Request, d: Data<&Dashboard>, id: Path<i64>, body: poem::Body) -> Response {
-    let bytes = body.into_bytes().await.unwrap_or_default();
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-    let field = |k: &str| form.get(k).map_or("", |v| v.trim());
     let back = format!("{BASE}/accounts/{}", id.0);
     let done = |key: &str, msg: &str| redirect(&page::with_flash(&back, key, msg));
-    if !req.extensions().get::<Session>().is_some_and(|s| s.csrf_ok(field("csrf"))) {
-        return done("error", "This form expired (security token mismatch); reload the page and try again.");
-    }
-    if d.config.read_only {
-        return done("error", "The dashboard is read-only.");
-    }
-    let Some(action) = Action::ALL.into_iter().find(|a| a.key() == field("action")) else { return done("error", "Unknown action.") };
+    let form = match page::action_form(req, &d, body).await {
+        Ok((form, _)) => form,
+        Err(refused) => return done("error", refused),
+    };
+    let Some(action) = Action::ALL.into_iter().find(|a| a.key() == form.get("action")) else { return done("error", "Unknown action.") };
     let cx = &d.cx;
     let account = match cx.store.account(AccountId(id.0)).await {
         Ok(Some(a)) => a,

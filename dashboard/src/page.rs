@@ -106,6 +106,30 @@ pub fn unavailable(e: jobs::StoreError) -> poem::Error {
     poem::Error::from_string("The database did not answer; try again.", poem::http::StatusCode::SERVICE_UNAVAILABLE)
 }
 
+/// An action form's fields (trimmed) and the session that posted it, once its CSRF token
+/// matches and the dashboard is not read-only; otherwise why not, for the page it goes back to.
+pub async fn action_form(req: &Request, d: &crate::Dashboard, body: poem::Body) -> Result<(ActionForm, Session), &'static str> {
+    let bytes = body.into_bytes().await.unwrap_or_default();
+    let form = ActionForm(url::form_urlencoded::parse(&bytes).into_owned().collect());
+    let Some(session) = req.extensions().get::<Session>().filter(|s| s.csrf_ok(form.get("csrf"))) else {
+        return Err("This form expired (security token mismatch); reload the page and try again.");
+    };
+    if d.config.read_only {
+        return Err("The dashboard is read-only.");
+    }
+    Ok((form, session.clone()))
+}
+
+/// A posted form's fields.
+pub struct ActionForm(std::collections::HashMap<String, String>);
+
+impl ActionForm {
+    /// A field, trimmed; empty when absent.
+    pub fn get(&self, k: &str) -> &str {
+        self.0.get(k).map_or("", |v| v.trim())
+    }
+}
+
 /// The hidden CSRF field of a form.
 pub fn csrf_field(req: &Request) -> Markup {
     let token = req.extensions().get::<Session>().map(|s| s.csrf.clone()).unwrap_or_default();

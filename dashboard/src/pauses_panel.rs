@@ -16,7 +16,7 @@ use poem::{Endpoint, IntoResponse, Request, Response, handler, web::Data};
 use crate::{
     BASE, Dashboard,
     page,
-    session::{Session, redirect},
+    session::redirect,
 };
 
 /// The pauses in force when the page was built (in the request's extensions).
@@ -93,17 +93,13 @@ pub fn panel(req: &Request, d: &Dashboard) -> Markup {
 /// `POST /dashboard/pauses`: pause or resume one target, back to the overview with the outcome.
 #[handler]
 pub async fn act(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Response {
-    let bytes = body.into_bytes().await.unwrap_or_default();
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-    let field = |k: &str| form.get(k).map_or("", |v| v.trim());
     let back = format!("{BASE}/");
     let done = |key: &str, msg: &str| redirect(&format!("{}#pauses", page::with_flash(&back, key, msg)));
-    let Some(session) = req.extensions().get::<Session>().filter(|s| s.csrf_ok(field("csrf"))) else {
-        return done("error", "This form expired (security token mismatch); reload the page and try again.");
+    let (form, session) = match page::action_form(req, &d, body).await {
+        Ok(f) => f,
+        Err(refused) => return done("error", refused),
     };
-    if d.config.read_only {
-        return done("error", "The dashboard is read-only.");
-    }
+    let field = |k: &str| form.get(k);
     let Ok(target) = Target::parse(field("target")) else { return done("error", "Choose a queue, a platform's jobs or a schedule to pause.") };
     let store = &d.cx.store;
     let by = &format!("{} (dashboard)", session.who);
@@ -175,17 +171,13 @@ pub fn concurrency_panel(req: &Request, d: &Dashboard, live: &[LiveConcurrency])
 /// `POST /dashboard/concurrency`: set or reset one queue's live concurrency.
 #[handler]
 pub async fn set_concurrency(req: &Request, d: Data<&Dashboard>, body: poem::Body) -> Response {
-    let bytes = body.into_bytes().await.unwrap_or_default();
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-    let field = |k: &str| form.get(k).map_or("", |v| v.trim());
     let back = format!("{BASE}/");
     let done = |key: &str, msg: &str| redirect(&format!("{}#concurrency", page::with_flash(&back, key, msg)));
-    let Some(session) = req.extensions().get::<Session>().filter(|s| s.csrf_ok(field("csrf"))) else {
-        return done("error", "This form expired (security token mismatch); reload the page and try again.");
+    let (form, session) = match page::action_form(req, &d, body).await {
+        Ok(f) => f,
+        Err(refused) => return done("error", refused),
     };
-    if d.config.read_only {
-        return done("error", "The dashboard is read-only.");
-    }
+    let field = |k: &str| form.get(k);
     let Some(queue) = QUEUES.iter().find(|q| **q == field("queue")) else { return done("error", "Choose a queue.") };
     let store = &d.cx.store;
     let result = match field("action") {
