@@ -444,6 +444,7 @@ async fn an_account_s_page_syncs_it_now_and_shows_the_attempt() {
     let b = Browser::start().await;
     let c = b.c();
     b.sign_in(&sys.url, PASSWORD).await;
+    b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "Overview").await;
     c.goto(&format!("{}/dashboard/accounts?username=fleet_ig0", sys.url)).await.unwrap();
     c.find(Locator::Css("table.accounts tbody a[href^='/dashboard/accounts/']")).await.unwrap().click().await.unwrap();
     b.wait_text("main h1", false, Duration::from_secs(10), |t| t == "instagram @fleet_ig0").await;

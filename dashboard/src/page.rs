@@ -96,7 +96,7 @@ pub fn bare(title: &str, body: Markup) -> Html<String> {
 pub fn off() -> Html<String> {
     bare("Dashboard off", html! {
         h1 { "The dashboard is off" }
-        p { "Set " code { "OPS_PASSWORD" } " to turn it on, then sign in with it." }
+        p { "Set " code { "OPS_USERS" } " (" code { "socialsync ops add-user NAME" } " prints an entry) or " code { "OPS_PASSWORD" } " to turn it on, then sign in." }
     })
 }
 
