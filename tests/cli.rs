@@ -56,6 +56,12 @@ async fn up_on_a_fresh_folder_uses_sqlite_and_stops_on_ctrl_c() {
     let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap();
     assert_eq!(metrics.status(), 200);
     assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    // What the alert rules read (deploy/prometheus), once the worker has beaten and sampled.
+    testkit::eventually(Duration::from_secs(20), "the alert rules' worker metrics", || async {
+        let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        text.contains("socialsync_worker_heartbeat_timestamp_seconds ") && text.contains(r#"socialsync_queue_oldest_due_seconds{queue="sync"} 0"#)
+    })
+    .await;
 
     up.signal("INT");
     let (exit, took) = up.wait_exit(Duration::from_secs(30));

@@ -63,6 +63,7 @@ pub fn routes(state: &ApiState) -> Option<impl poem::Endpoint + use<>> {
 /// Counts one 429 answer in the hourly `ops_counters` (in the background: the answer does not
 /// wait for it, and losing a count when the database is down is acceptable).
 pub fn count_429(state: &ApiState) {
+    metrics::counter!("socialsync_api_rate_limited_total").increment(1);
     let store = state.store.clone();
     tokio::spawn(async move {
         if let Err(e) = store.bump_counter(jobs::store::API_429_COUNTER, Timestamp::now()).await {

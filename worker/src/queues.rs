@@ -131,8 +131,11 @@ pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::Cancella
         if let Err(e) = store.touch_workers(&names).await {
             tracing::warn!(error = %e, "cannot refresh the workers' heartbeat");
         }
-        if let Err(e) = store.beat_process(&beat, jobs::Timestamp::now()).await {
-            tracing::debug!(error = %e, "cannot record the process heartbeat");
+        match store.beat_process(&beat, jobs::Timestamp::now()).await {
+            // The alert on a silent fleet reads this: a process that runs but cannot reach the
+            // database stops moving it.
+            Ok(()) => metrics::gauge!("socialsync_worker_heartbeat_timestamp_seconds").set(jobs::Timestamp::now().millis() as f64 / 1000.0),
+            Err(e) => tracing::debug!(error = %e, "cannot record the process heartbeat"),
         }
         if last_depth.elapsed() >= DEPTH_EVERY {
             last_depth = std::time::Instant::now();
@@ -148,12 +151,15 @@ pub async fn keep_alive(setup: WorkerSetup, shutdown: tokio_util::sync::Cancella
 const DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn record_depth(setup: &WorkerSetup) {
+    let store = &setup.context.store;
     for (kind, _) in queues(setup) {
-        match setup.context.store.queue_depth(kind).await {
-            Ok(counts) => {
+        match tokio::try_join!(store.queue_depth(kind), store.oldest_due(kind)) {
+            Ok((counts, oldest)) => {
                 for (status, n) in counts {
                     metrics::gauge!("socialsync_queue_jobs", "queue" => kind, "status" => status).set(n as f64);
                 }
+                let waited = oldest.map_or(0.0, |t| (jobs::Timestamp::now().millis() - t.millis()).max(0) as f64 / 1000.0);
+                metrics::gauge!("socialsync_queue_oldest_due_seconds", "queue" => kind).set(waited);
             }
             Err(e) => tracing::debug!(error = %e, "cannot sample queue depth"),
         }

@@ -302,6 +302,17 @@ impl Store {
         Ok(UNFINISHED.iter().map(|s| (*s, found.iter().find(|(f, _)| f == s).map_or(0, |(_, n)| *n))).collect())
     }
 
+    /// When the longest-waiting due job of `queue` became due (pending, never claimed): what
+    /// the "oldest pending" alert watches. One look-up of the claim's own index.
+    pub async fn oldest_due(&self, queue: &str) -> Result<Option<Timestamp>> {
+        let sql = self.pool().pick(
+            "SELECT CAST(extract(epoch FROM MIN(run_at)) * 1000 AS BIGINT) FROM apalis.jobs WHERE job_type = $1 AND status = 'Pending' AND run_at <= now()",
+            "SELECT MIN(run_at) * 1000 FROM Jobs WHERE job_type = $1 AND status = 'Pending' AND run_at <= strftime('%s', 'now')",
+        );
+        let ms: Option<i64> = on_pool!(self, p => sqlx::query_scalar(sql).bind(queue).fetch_one(p).await?);
+        Ok(ms.map(Timestamp))
+    }
+
     /// Writes how attempt number `attempt` of job `id`, held by `worker`, ended, and releases
     /// it. Returns false if `worker` no longer holds it (it was rescued as an orphan).
     ///
