@@ -372,6 +372,8 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     c.goto(&format!("{}/dashboard/cron", sys.url)).await.unwrap();
     let banner = b.text("div.paused").await;
     assert!(banner.starts_with("Paused: the data_sync schedule, by ops (dashboard) at ") && banner.contains(": database migration tonight."), "{banner}");
+    assert_eq!(b.text("section[data-schedule=data_sync] h2 span.paused").await, "paused", "the schedule itself says so");
+    assert!(c.find(Locator::Css("section[data-schedule=token_refresh] h2 span.paused")).await.is_err(), "only it");
     b.screenshot("paused-banner").await;
     c.goto(&format!("{}/dashboard/", sys.url)).await.unwrap();
     c.find(Locator::Css("form.pause button[value=resume]")).await.unwrap().click().await.unwrap();

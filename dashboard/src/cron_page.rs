@@ -47,10 +47,13 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
             None
         }
     };
+    let pauses = req.extensions().get::<crate::pauses_panel::InForce>().map(|p| p.0.clone()).unwrap_or_default();
+    let paused = |name: &str| pauses.iter().find(|p| matches!(p.target(), Some(jobs::pauses::Target::Schedule(n)) if n == name));
     let body = html! {
         @for (s, next, runs) in &sections {
             section.schedule data-schedule=(s.name) {
-                h2 { (s.name) }
+                h2 { (s.name) @if paused(s.name).is_some() { " " span.state.paused { "paused" } } }
+                @if let Some(p) = paused(s.name) { p.paused-note { "Paused " (p.describe()) ": its firings are recorded as skipped until resumed (on the overview)." } }
                 p { strong { (schedule::describe(&s.expr, tz)) } " · " code { (s.expr) } }
                 @match next {
                     Ok(times) => p { "Next: " (times.iter().map(|t| format!("{} UTC", page::when(Timestamp::from(*t)))).collect::<Vec<_>>().join(" · ")) },
