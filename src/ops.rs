@@ -1,5 +1,5 @@
 //! The ops commands, against `DATABASE_URL`, for scripts and for when the dashboard is down:
-//! `pause`, `resume` and `status` (pauses and resumes go into the audit trail, as the
+//! `pause`, `resume`, `concurrency` and `status` (each change goes into the audit trail, as the
 //! dashboard's do); and `ops add-user`, which needs no database.
 
 use std::{fmt::Write as _, time::Duration};
@@ -101,11 +101,14 @@ async fn audit(store: &Store, actor: &str, action: &str, target: &str) {
 /// characters), NAME's `OPS_USERS` entry on standard output.
 pub fn add_user(name: &str) -> Result<()> {
     use std::io::IsTerminal;
-    if std::io::stdin().is_terminal() {
-        eprint!("Password for {name} (shown as you type; or pipe it in): ");
-    }
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
+    // Typed at a terminal, the password is not echoed (rpassword); piped, it is a line.
+    let line = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Password for {name}: "))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    };
     let password = jobs::Secret::new(line.trim_end_matches(['\n', '\r']).to_owned());
     let entry = dashboard::operators::line(name, &password).map_err(anyhow::Error::msg)?;
     println!("{entry}");
