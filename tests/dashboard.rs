@@ -354,9 +354,9 @@ async fn run_now_fires_the_sync_sweep_and_lists_the_firing() {
     assert!(b.text("section.retention table.sizes").await.contains("job_runs"));
     c.find(Locator::Css("section[data-schedule=prune] button")).await.unwrap().click().await.unwrap();
     b.wait_text("p.notice", false, Duration::from_secs(30), |t| t.starts_with("prune ran: ")).await;
-    assert_eq!(b.text("p.notice").await, "prune ran: 1 notifications removed.");
+    assert_eq!(b.text("p.notice").await, "prune ran: removed notifications 1.");
     let latest = "section[data-schedule=prune] table.firings tbody tr:first-child";
-    assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "1 notifications removed");
+    assert_eq!(b.text(&format!("{latest} td:nth-child(4)")).await, "removed notifications 1");
     assert!(store.notification(id).await.unwrap().is_none());
     b.screenshot("cron-retention").await;
 

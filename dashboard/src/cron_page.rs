@@ -186,7 +186,7 @@ fn result_words(jobs: Option<u64>, detail: Option<&str>) -> String {
     }
     match detail.and_then(|d| serde_json::from_str::<jobs::retention::PruneReport>(d).ok()) {
         Some(r) if r.total() == 0 => "nothing past its retention".into(),
-        Some(r) => r.removed.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ") + " removed",
+        Some(r) => "removed ".to_owned() + &r.removed.iter().filter(|(_, n)| **n > 0).map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "),
         None => String::new(),
     }
 }

@@ -29,11 +29,20 @@ pub async fn show(req: &Request, d: Data<&Dashboard>, flash: Query<Flash>) -> Ht
         rows.push((p, held));
     }
     let live = rows.iter().filter(|(p, _)| p.stopped_at.is_none() && !p.is_stale(now)).count();
+    // The configured concurrency each process reports, and what ops set live over it.
+    let set_live = store.live_concurrency().await.unwrap_or_default();
     let body = html! {
         p { (live) " live of " (rows.len()) " processes heard from in the last day." }
+        @if !set_live.is_empty() {
+            p.live-concurrency {
+                "Set live over the configured concurrency below: "
+                (set_live.iter().map(|c| format!("{} {} per process (by {})", c.queue, c.concurrency, c.set_by)).collect::<Vec<_>>().join(", "))
+                "."
+            }
+        }
         table.workers {
             thead { tr {
-                th { "Process" } th { "Host / pid" } th { "Queues (concurrency)" } th { "Started" }
+                th { "Process" } th { "Host / pid" } th { "Queues (configured concurrency)" } th { "Started" }
                 th { "Last heartbeat" } th { "Status" } th { "Running jobs" }
             } }
             tbody {

@@ -82,6 +82,8 @@ both_backends! {
         assert_eq!((live.len(), live[0].queue.as_str(), live[0].concurrency, live[0].set_by.as_str()), (1, "sync", 3, "ops (dashboard)"));
         let (_, html) = ops.get("/").await;
         assert!(html.contains("<strong>sync</strong>: 3 attempts at once per worker process, set by ops (dashboard)"), "{html}");
+        let (_, html) = ops.get("/workers").await;
+        assert!(html.contains("Set live over the configured concurrency below: sync 3 per process (by ops (dashboard))."), "{html}");
         let (_, location, _) = ops.post("/concurrency", &[("csrf", &token), ("action", "reset"), ("queue", "sync")]).await;
         assert!(location.contains("back%20to%20each%20process"), "{location}");
         assert!(db.store.live_concurrency().await.unwrap().is_empty());
