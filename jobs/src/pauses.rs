@@ -1,5 +1,5 @@
-//! Pauses: in an incident ops stop a queue's claims or a schedule's firings fleet-wide, for a
-//! while or until they resume them. A pause is a row in `pauses` ([`crate::store::pauses`]):
+//! Pauses: in an incident ops stop a queue's claims (or those of one platform's syncs or
+//! refreshes) or a schedule's firings fleet-wide, for a while or until they resume them. A pause is a row in `pauses` ([`crate::store::pauses`]):
 //! every worker reads them each poll, and on PostgreSQL hears each change at once (a
 //! notification). A paused queue's jobs stay as they are, uncounted, and run in their order on
 //! resume; attempts already running finish. A paused schedule's firings are recorded as
