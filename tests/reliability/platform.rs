@@ -96,11 +96,10 @@ async fn rotation_race() {
     let workers = [fleet.worker(), fleet.worker(), fleet.worker()];
     // All three claiming before the twenty arrive: a worker still starting would leave them to
     // the others.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&db, "SELECT COUNT(*) FROM apalis.workers WHERE worker_type = 'refresh'").await < 3 {
-        assert!(Instant::now() < deadline, "three refresh workers registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(60), "three refresh workers registered", || async {
+        count(&db, "SELECT COUNT(*) FROM apalis.workers WHERE worker_type = 'refresh'").await >= 3
+    })
+    .await;
     // Twenty refresh requests at once, as if each had slipped past the queue's dedup: only the
     // account's lease stands between them and a spent refresh token.
     let now = Timestamp::now();
